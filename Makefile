@@ -1,0 +1,43 @@
+# amebo: build with PGXS.  `make`, `make install`, `make installcheck` (needs a server
+# binary; runs on its own temporary cluster).  The full test run: test/run-all.sh.
+EXTENSION = amebo
+MODULE_big = amebo
+DATA = sql/amebo--1.0.sql
+PG_CONFIG ?= pg_config
+
+# Pure C++ modules: compiled without PostgreSQL's include path, so they cannot include it.
+PURE_SRCS = $(wildcard src/core/*.cpp)
+PG_SRCS = $(wildcard src/*.cpp src/pg/*.cpp src/store/*.cpp)
+PURE_OBJS = $(PURE_SRCS:.cpp=.o)
+OBJS = $(PG_SRCS:.cpp=.o) $(PURE_OBJS)
+AMEBO_HEADERS = $(wildcard src/*.hpp src/*/*.hpp)
+
+PG_CPPFLAGS = -I$(srcdir)/src
+PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Wno-register -Wno-unused-parameter \
+	-Wno-missing-field-initializers -fno-omit-frame-pointer $(AMEBO_WERROR)
+SHLIB_LINK = -lstdc++
+
+REGRESS = border append read_stream read_all immutability bad_input
+REGRESS_OPTS = --temp-instance=tmp_check --temp-config=$(srcdir)/test/amebo.conf --load-extension=amebo
+ISOLATION = append_race retry_race read_all_gap
+ISOLATION_OPTS = --temp-instance=tmp_check_iso --temp-config=$(srcdir)/test/amebo.conf \
+	--inputdir=$(srcdir)/test/isolation --outputdir=test/isolation --load-extension=amebo
+
+# PostgreSQL is built with LLVM; its bitcode rule would compile C++17 without our flags.
+override with_llvm = no
+
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+$(PURE_OBJS): override CPPFLAGS = -I$(srcdir)/src -DAMEBO_PURE_CXX
+$(OBJS): $(AMEBO_HEADERS)
+
+.PHONY: demo test bench format
+demo:
+	bash examples/demo.sh
+test:
+	bash test/run-all.sh
+bench:
+	bash bench/run.sh
+format:
+	clang-format -i $(PG_SRCS) $(PURE_SRCS) $(AMEBO_HEADERS)

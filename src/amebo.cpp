@@ -1,0 +1,19 @@
+// The library's entry point: PostgreSQL calls _PG_init once per process that loads amebo.
+#include "pg/guard.hpp"
+#include "settings.hpp"
+#include "store/event_table.hpp"
+#include "store/inflight.hpp"
+
+extern "C" {
+PG_MODULE_MAGIC;
+void _PG_init(void);
+}
+
+// Lets each module register its settings, hooks and callbacks.
+void _PG_init(void) {
+    amebo::pg::EntryVoid([] {
+        amebo::settings::Init();
+        amebo::store::inflight::Init();
+        amebo::store::InitEventTable();
+    });
+}

@@ -1,0 +1,74 @@
+// The amebo.events table as the store sees it: its columns, its indexes, the append path's
+// per-transaction handle, and the index probes that appends and reads share.
+#pragma once
+
+#include "pg/postgres.hpp"
+
+namespace amebo::store {
+
+// Attribute numbers of amebo.events; sql/amebo--1.0.sql creates the columns in this order.
+enum EventColumn : AttrNumber {
+    kPosition = 1,
+    kEventId,
+    kStream,
+    kVersion,
+    kAction,
+    kPayload,
+    kMetadata,
+    kRecordedAt,
+};
+inline constexpr int kEventColumnCount = 8;
+
+// The extension's objects, found by name in schema amebo.
+struct EventCatalog {
+    Oid events;
+    Oid position_index;       // events_pkey (position): read_all
+    Oid stream_version_index; // events_stream_version_key (stream, version): read_stream, heads
+    Oid event_id_index;       // events_event_id_key (event_id): idempotent retries
+    Oid position_sequence;
+};
+
+// Looks the catalog up; errors if the extension is not installed in this database.
+EventCatalog LookupEventCatalog();
+
+// What the append path keeps open for the rest of the transaction.
+struct AppendTarget {
+    EventCatalog catalog;
+    Relation heap;
+    Relation stream_version_index;
+    Relation event_id_index;
+    ResultRelInfo *result_rel;
+    EState *estate;
+    TupleTableSlot *insert_slot;
+    TupleTableSlot *probe_slot;
+    Datum *values;
+    bool *nulls;
+};
+
+// Returns the transaction's append handle, opening it on first use.
+AppendTarget *OpenAppendTarget();
+
+// Inserts one event row (target->values/nulls hold it) with all its index entries.
+void InsertEvent(AppendTarget *target);
+
+// Installs the callbacks that close the append handle at transaction end.
+void InitEventTable();
+
+// The outcome of an index probe.
+struct Probe {
+    bool found;
+    TransactionId in_progress; // with a dirty snapshot: the other transaction that wrote it
+};
+
+// Finds a stream's newest event (highest version) visible to snapshot, into slot.
+Probe ProbeStreamHead(Relation heap, Relation index, Snapshot snapshot, text *stream,
+                      TupleTableSlot *slot);
+
+// Finds the event with this id visible to snapshot, into slot.
+Probe ProbeEventId(Relation heap, Relation index, Snapshot snapshot, pg_uuid_t *event_id,
+                   TupleTableSlot *slot);
+
+// Requires the current user to hold SELECT on amebo.events (reads scan it directly).
+void RequireSelectOnEvents(const EventCatalog &catalog);
+
+} // namespace amebo::store
