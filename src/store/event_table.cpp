@@ -73,7 +73,9 @@ void OnRelcacheInvalidation(Datum, Oid relid) {
         g_target_stale = true;
 }
 
-// Runs an index scan with the given keys and returns its first visible tuple.
+// Runs an index scan with the given keys and returns its first visible tuple, copied into
+// slot so that no buffer pin outlives the probe (an error thrown in a subtransaction would
+// otherwise leave the cached slot pointing at a pin its resource owner already released).
 Probe FirstInIndex(Relation heap, Relation index, Snapshot snapshot, ScanKey keys, int nkeys,
                    ScanDirection direction, TupleTableSlot *slot) {
     IndexScanDesc scan = index_beginscan(heap, index, snapshot, nkeys, 0);
@@ -81,6 +83,7 @@ Probe FirstInIndex(Relation heap, Relation index, Snapshot snapshot, ScanKey key
     Probe probe{false, InvalidTransactionId};
     if (index_getnext_slot(scan, direction, slot)) {
         probe.found = true;
+        ExecMaterializeSlot(slot);
         if (snapshot->snapshot_type == SNAPSHOT_DIRTY && TransactionIdIsValid(snapshot->xmin))
             probe.in_progress = snapshot->xmin;
     }
