@@ -17,7 +17,7 @@ PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Wno-register -Wno-unused-parameter \
 	-Wno-missing-field-initializers -fno-omit-frame-pointer $(AMEBO_WERROR)
 SHLIB_LINK = -lstdc++
 
-REGRESS = border append read_stream read_all immutability bad_input
+REGRESS = setup border append read_stream read_all immutability bad_input
 REGRESS_OPTS = --temp-instance=tmp_check --temp-config=$(srcdir)/test/amebo.conf --load-extension=amebo
 ISOLATION = append_race retry_race read_all_gap
 ISOLATION_OPTS = --temp-instance=tmp_check_iso --temp-config=$(srcdir)/test/amebo.conf \

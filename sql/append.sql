@@ -1,12 +1,4 @@
 -- Appending: expected versions, idempotent retries, batches.
-CREATE FUNCTION pg_temp.outcome(query text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE query;
-    RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-    RETURN SQLSTATE || ': ' || SQLERRM;
-END
-$$;
 
 -- The design guide's user: created, then verified.
 SELECT amebo.append_event('user-42', 'user.created',
@@ -24,7 +16,7 @@ SELECT amebo.append_event('user-42', 'user.created', '{}', 0);
 SELECT amebo.append_event('user-42', 'user.renamed', '{}', 3);
 SELECT amebo.append_event('user-42', 'user.renamed', '{}', 9);
 SELECT amebo.append_event('user-43', 'user.renamed', '{}', 1);
-SELECT pg_temp.outcome($$SELECT amebo.append_event('user-42', 'user.renamed', '{}', 2)$$);
+SELECT regress.outcome($$SELECT amebo.append_event('user-42', 'user.renamed', '{}', 2)$$);
 SELECT amebo.stream_version('user-42'), amebo.stream_version('user-43');
 
 -- Idempotent retry: the same event_id with the same content returns the stored version and
@@ -40,9 +32,9 @@ SELECT count(*) AS order_events FROM amebo.events WHERE stream = 'order-7';
 -- The same id with other content is its own error: other payload, action or stream.
 SELECT amebo.append_event('order-7', 'order.placed', '{"total": 11}', NULL, NULL,
     '0b7e2a4e-4f3c-4a8e-9a49-6b1d2f3c4d01');
-SELECT pg_temp.outcome($$SELECT amebo.append_event('order-7', 'order.cancelled', '{"total": 10}', NULL, NULL,
+SELECT regress.outcome($$SELECT amebo.append_event('order-7', 'order.cancelled', '{"total": 10}', NULL, NULL,
     '0b7e2a4e-4f3c-4a8e-9a49-6b1d2f3c4d01')$$);
-SELECT pg_temp.outcome($$SELECT amebo.append_event('order-8', 'order.placed', '{"total": 10}', NULL, NULL,
+SELECT regress.outcome($$SELECT amebo.append_event('order-8', 'order.placed', '{"total": 10}', NULL, NULL,
     '0b7e2a4e-4f3c-4a8e-9a49-6b1d2f3c4d01')$$);
 
 -- Batches: consecutive versions, one transaction time, increasing positions.
@@ -58,7 +50,7 @@ FROM amebo.events WHERE stream = 'cart-1';
 SELECT amebo.append_events('cart-1', '[{"action": "cart.checked_out", "payload": {}}]', 3);
 -- A batch is atomic: a conflict or a bad element stores none of it.
 SELECT amebo.append_events('cart-1', '[{"action": "cart.item_added", "payload": {}}]', 3);
-SELECT pg_temp.outcome($$SELECT amebo.append_events('cart-1', '[
+SELECT regress.outcome($$SELECT amebo.append_events('cart-1', '[
     {"action": "cart.item_added", "payload": {"sku": "C"}},
     {"action": "cart.item_added", "payload": [1, 2]}]')$$);
 SELECT amebo.stream_version('cart-1');

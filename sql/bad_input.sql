@@ -1,14 +1,6 @@
 -- Bad input gets a clear error with a fitting SQLSTATE.
-CREATE FUNCTION pg_temp.outcome(query text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE query;
-    RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-    RETURN SQLSTATE || ': ' || SQLERRM;
-END
-$$;
 
-SELECT q, pg_temp.outcome(q) FROM (VALUES
+SELECT q, regress.outcome(q) FROM (VALUES
     -- NULLs: 22004
     ($$SELECT amebo.append_event(NULL, 'a.b', '{}')$$),
     ($$SELECT amebo.append_event('s-1', NULL, '{}')$$),

@@ -7,20 +7,11 @@ CREATE FUNCTION border_test.pg_error_in_cpp(input text) RETURNS integer
     AS '$libdir/amebo', 'amebo_selftest_pg_error_in_cpp' LANGUAGE C STRICT;
 CREATE FUNCTION border_test.destroyed() RETURNS integer
     AS '$libdir/amebo', 'amebo_selftest_destroyed' LANGUAGE C STRICT;
--- Runs a statement and returns its SQLSTATE and message, or 'ok'.
-CREATE FUNCTION border_test.outcome(query text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE query;
-    RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-    RETURN SQLSTATE || ': ' || SQLERRM;
-END
-$$;
 
 -- C++ to PostgreSQL: an amebo::Error thrown four frames deep, with objects alive in each,
 -- reaches the client with its SQLSTATE, message, detail and hint.
 SELECT border_test.throw_deep('AM999');
-SELECT border_test.outcome($$SELECT border_test.throw_deep('22012')$$);
+SELECT regress.outcome($$SELECT border_test.throw_deep('22012')$$);
 DO $$
 BEGIN
     PERFORM border_test.throw_deep('22012');
@@ -35,7 +26,7 @@ SELECT border_test.destroyed() AS destroyed_after_throws;
 -- calling frame (two per call, also when it succeeds) and reaches the client unchanged.
 SELECT border_test.pg_error_in_cpp('40');
 SELECT border_test.pg_error_in_cpp('forty');
-SELECT border_test.outcome($$SELECT border_test.pg_error_in_cpp('forty')$$);
+SELECT regress.outcome($$SELECT border_test.pg_error_in_cpp('forty')$$);
 SELECT border_test.destroyed() AS destroyed_after_pg_errors;
 
 -- The error aborts the transaction cleanly: the append before it is gone, and the session
