@@ -2,15 +2,15 @@
 # binary; runs on its own temporary cluster).  The full test run: test/run-all.sh.
 EXTENSION = amebo
 MODULE_big = amebo
-DATA = sql/amebo--1.0.sql
+DATA = sql/amebo--1.0.sql sql/amebo--1.0--1.1.sql
 PG_CONFIG ?= pg_config
 
 # Pure C++ modules: compiled without PostgreSQL's include path, so they cannot include it.
-PURE_SRCS = $(wildcard src/core/*.cpp)
-PG_SRCS = $(wildcard src/*.cpp src/pg/*.cpp src/store/*.cpp)
+PURE_SRCS = $(wildcard src/core/*.cpp src/core/*/*.cpp)
+PG_SRCS = $(wildcard src/*.cpp src/pg/*.cpp src/store/*.cpp src/registry/*.cpp)
 PURE_OBJS = $(PURE_SRCS:.cpp=.o)
 OBJS = $(PG_SRCS:.cpp=.o) $(PURE_OBJS)
-AMEBO_HEADERS = $(wildcard src/*.hpp src/*/*.hpp)
+AMEBO_HEADERS = $(wildcard src/*.hpp src/*/*.hpp src/*/*/*.hpp)
 
 PG_CPPFLAGS = -I$(srcdir)/src
 PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Wno-register -Wno-unused-parameter \
@@ -29,7 +29,12 @@ override with_llvm = no
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-$(PURE_OBJS): override CPPFLAGS = -I$(srcdir)/src -DAMEBO_PURE_CXX
+# valijson's headers, unpacked from Debian's package by test/lib/setup-machine.sh.
+VALIJSON_INCLUDE = $(srcdir)/.deps/valijson/usr/include
+$(PURE_OBJS): override CPPFLAGS = -I$(srcdir)/src -isystem $(VALIJSON_INCLUDE) -DAMEBO_PURE_CXX
+$(VALIJSON_INCLUDE)/valijson/validator.hpp:
+	@echo "valijson's headers are missing: run bash test/lib/setup-machine.sh" >&2; exit 1
+src/core/schema/json_schema.o: $(VALIJSON_INCLUDE)/valijson/validator.hpp
 $(OBJS): $(AMEBO_HEADERS)
 
 .PHONY: demo test bench format

@@ -1,5 +1,6 @@
 // The library's entry point: PostgreSQL calls _PG_init once per process that loads amebo.
 #include "pg/guard.hpp"
+#include "registry/action_rules.hpp"
 #include "settings.hpp"
 #include "store/event_table.hpp"
 #include "store/inflight.hpp"
@@ -15,5 +16,6 @@ void _PG_init(void) {
         amebo::settings::Init();
         amebo::store::inflight::Init();
         amebo::store::InitEventTable();
+        amebo::registry::InitActionRules();
     });
 }

@@ -2,10 +2,23 @@
 #include "settings.hpp"
 
 #include "pg/postgres.hpp"
+#include "registry/action_rules.hpp"
 
 namespace amebo::settings {
 
 int max_payload_size = 1024 * 1024;
+int unknown_actions = registry::kAllowUnknownActions;
+
+namespace {
+
+// The values amebo.unknown_actions accepts.
+const struct config_enum_entry kUnknownActionsOptions[] = {
+    {"allow", registry::kAllowUnknownActions, false},
+    {"reject", registry::kRejectUnknownActions, false},
+    {nullptr, 0, false},
+};
+
+} // namespace
 
 void Init() {
     DefineCustomIntVariable(
@@ -15,6 +28,13 @@ void Init() {
         "the limit for themselves.",
         &max_payload_size, 1024 * 1024, 1024, MaxAllocSize / 2, PGC_SUSET, GUC_UNIT_BYTE, nullptr,
         nullptr, nullptr);
+    DefineCustomEnumVariable(
+        "amebo.unknown_actions",
+        "What appending an action that is not registered does: allow (without validation) or "
+        "reject.",
+        "Superuser-only: it is a data-quality policy that roles must not lift for themselves.",
+        &unknown_actions, registry::kAllowUnknownActions, kUnknownActionsOptions, PGC_SUSET, 0,
+        nullptr, nullptr, nullptr);
     MarkGUCPrefixReserved("amebo");
 }
 

@@ -38,3 +38,15 @@ extern "C" {
 #include "utils/tuplestore.h"
 #include "utils/uuid.h"
 }
+
+// port.h renames the printf family to PostgreSQL's own implementations with macros; C++
+// libraries included after this header (nlohmann-json) call std::snprintf and friends, which
+// those macros would turn into names that do not exist in std.
+#undef snprintf
+#undef vsnprintf
+#undef sprintf
+#undef vsprintf
+#undef fprintf
+#undef vfprintf
+#undef printf
+#undef vprintf

@@ -13,6 +13,7 @@
 #include "core/names.hpp"
 #include "core/uuid7.hpp"
 #include "pg/guard.hpp"
+#include "registry/action_rules.hpp"
 #include "settings.hpp"
 #include "store/event_table.hpp"
 #include "store/inflight.hpp"
@@ -35,6 +36,7 @@ struct NewEvent {
     Jsonb *payload;
     Jsonb *metadata;     // nullptr: stored as {}
     pg_uuid_t *event_id; // nullptr: generated
+    int32 schema_version; // the schema the payload satisfied; 0: none
 };
 
 // A text value's bytes.
@@ -231,6 +233,10 @@ void InsertBatch(AppendTarget *target, text *stream, const NewEvent *events, int
         values[kPayload - 1] = JsonbPGetDatum(event.payload);
         values[kMetadata - 1] = JsonbPGetDatum(event.metadata ? event.metadata : EmptyObject());
         values[kRecordedAt - 1] = TimestampTzGetDatum(recorded_at);
+        if (target->has_schema_version) {
+            values[kSchemaVersion - 1] = Int32GetDatum(event.schema_version);
+            target->nulls[kSchemaVersion - 1] = event.schema_version == 0;
+        }
         InsertEvent(target);
     }
 }
@@ -316,6 +322,7 @@ void ParseBatchElement(JsonbContainer *array, int i, NewEvent *event) {
     known++;
     event->payload = JsonbValueToJsonb(&value);
     CheckJsonObject(event->payload, "payload", i);
+    event->schema_version = registry::CheckPayload(event->action, event->payload);
 
     event->metadata = nullptr;
     if (Field(object, "metadata", &value) != nullptr) {
@@ -384,6 +391,7 @@ extern "C" Datum amebo_append_event(PG_FUNCTION_ARGS) {
         names::ValidateAction(View(event.action));
         event.payload = PG_GETARG_JSONB_P(2);
         CheckJsonObject(event.payload, "payload");
+        event.schema_version = registry::CheckPayload(event.action, event.payload);
         int64 expected = 0;
         bool has_expected = ExpectedVersionArgument(fcinfo, 3, &expected);
         event.metadata = PG_ARGISNULL(4) ? nullptr : PG_GETARG_JSONB_P(4);

@@ -137,6 +137,7 @@ AppendTarget *OpenAppendTarget() {
     target->probe_slot = table_slot_create(target->heap, nullptr);
     target->values = static_cast<Datum *>(palloc0(sizeof(Datum) * desc->natts));
     target->nulls = static_cast<bool *>(palloc0(sizeof(bool) * desc->natts));
+    target->has_schema_version = desc->natts >= kSchemaVersion;
     for (int i = kEventColumnCount; i < desc->natts; i++)
         target->nulls[i] = true;
 

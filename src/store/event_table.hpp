@@ -16,8 +16,9 @@ enum EventColumn : AttrNumber {
     kPayload,
     kMetadata,
     kRecordedAt,
+    kSchemaVersion, // since 1.1: the schema version the payload was validated against
 };
-inline constexpr int kEventColumnCount = 8;
+inline constexpr int kEventColumnCount = 9;
 
 // The extension's objects, found by name in schema amebo.
 struct EventCatalog {
@@ -43,6 +44,7 @@ struct AppendTarget {
     TupleTableSlot *probe_slot;
     Datum *values;
     bool *nulls;
+    bool has_schema_version; // false while the table is still at extension version 1.0
 };
 
 // Returns the transaction's append handle, opening it on first use.

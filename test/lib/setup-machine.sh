@@ -10,13 +10,34 @@ packages=(
     postgresql-contrib
     python3
     python3-psycopg
+    nlohmann-json3-dev
+    json-schema-test-suite
+    clang-format
 )
+
+# valijson is header-only, but Debian's libvalijson-dev depends on the libraries of every
+# JSON adapter it ships (Qt and Poco among them). amebo uses only the nlohmann adapter, so
+# it unpacks the package's headers into .deps/ instead of installing it and its dependencies.
+fetch_valijson_headers() {
+    local top deps
+    top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+    deps=$top/.deps
+    [ -f "$deps/valijson/usr/include/valijson/validator.hpp" ] && return 0
+    mkdir -p "$deps/download"
+    (cd "$deps/download" && apt-get download libvalijson-dev >/dev/null 2>&1) || {
+        [ "$(id -u)" -eq 0 ] && apt-get update -qq && (cd "$deps/download" && apt-get download libvalijson-dev >/dev/null)
+    }
+    dpkg-deb -x "$deps"/download/libvalijson-dev_*.deb "$deps/valijson"
+}
 
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+if [ ${#missing[@]} -eq 0 ]; then
+    fetch_valijson_headers
+    exit 0
+fi
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "missing Debian packages: ${missing[*]} (run as root to install them)" >&2
@@ -26,3 +47,4 @@ echo "installing: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fetch_valijson_headers

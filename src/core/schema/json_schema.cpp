@@ -1,0 +1,140 @@
+// Compiles and applies JSON Schemas with valijson and its nlohmann-json adapter. Pure C++.
+#include "core/schema/json_schema.hpp"
+
+// Without this valijson reports a broken schema by printing and calling abort(), which would
+// take a PostgreSQL backend, and with it the whole cluster, down.
+#define VALIJSON_USE_EXCEPTIONS 1
+
+#include <algorithm>
+#include <regex>
+
+#include <nlohmann/json.hpp>
+#include <valijson/adapters/nlohmann_json_adapter.hpp>
+#include <valijson/schema.hpp>
+#include <valijson/schema_parser.hpp>
+#include <valijson/validation_results.hpp>
+#include <valijson/validator.hpp>
+
+#include "core/error.hpp"
+#include "core/schema/formats.hpp"
+
+// valijson builds a std::regex on every "format" check; amebo checks formats with its own
+// code instead (core/schema/formats.hpp). A member specialization for the one adapter used.
+template <>
+bool valijson::ValidationVisitor<valijson::adapters::NlohmannJsonAdapter>::visit(
+    const valijson::constraints::FormatConstraint &constraint) {
+    if (!m_target.maybeString())
+        return true;
+    const std::string &format = constraint.getFormat();
+    if (amebo::schema::FormatHolds(format, m_target.asString()))
+        return true;
+    if (m_results)
+        m_results->pushError(m_context, "String is not a valid " + format);
+    return false;
+}
+
+namespace amebo::schema {
+
+namespace {
+
+// Throws AM007 unless pattern compiles as the ECMAScript regex valijson will build from it.
+void CheckPattern(const std::string &pattern) {
+    try {
+        std::regex compiled(pattern, std::regex::ECMAScript);
+    } catch (const std::regex_error &e) {
+        throw Error(sqlstate::kInvalidSchema, "invalid JSON Schema: pattern \"" + pattern +
+                                                  "\" is not a valid regular expression: " + e.what());
+    }
+}
+
+// Finds every "pattern" and "patternProperties" key in the schema and checks it compiles:
+// valijson compiles them only when a document first reaches them.
+void CheckPatterns(const nlohmann::json &schema) {
+    if (schema.is_array()) {
+        for (const auto &item : schema)
+            CheckPatterns(item);
+        return;
+    }
+    if (!schema.is_object())
+        return;
+    for (const auto &[key, value] : schema.items()) {
+        if (key == "pattern" && value.is_string())
+            CheckPattern(value.get<std::string>());
+        if (key == "patternProperties" && value.is_object())
+            for (const auto &[pattern, subschema] : value.items())
+                CheckPattern(pattern);
+        CheckPatterns(value);
+    }
+}
+
+} // namespace
+
+struct CompiledSchema::Impl {
+    valijson::Schema schema;
+    valijson::Validator validator;
+};
+
+CompiledSchema::CompiledSchema(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+CompiledSchema::~CompiledSchema() = default;
+
+std::shared_ptr<CompiledSchema> CompiledSchema::Compile(const nlohmann::json &schema) {
+    if (!schema.is_object() && !schema.is_boolean())
+        throw Error(sqlstate::kInvalidSchema, "a JSON Schema must be an object or a boolean");
+    CheckPatterns(schema);
+    auto impl = std::make_unique<Impl>();
+    try {
+        valijson::SchemaParser parser(valijson::SchemaParser::kDraft7);
+        valijson::adapters::NlohmannJsonAdapter adapter(schema);
+        parser.populateSchema(adapter, impl->schema);
+    } catch (const Error &) {
+        throw;
+    } catch (const std::exception &e) {
+        throw Error(sqlstate::kInvalidSchema, std::string("invalid JSON Schema: ") + e.what(),
+                    "amebo accepts JSON Schema draft 7 without remote references.");
+    }
+    return std::shared_ptr<CompiledSchema>(new CompiledSchema(std::move(impl)));
+}
+
+std::vector<Violation> CompiledSchema::Validate(const nlohmann::json &document) {
+    valijson::adapters::NlohmannJsonAdapter adapter(document);
+    if (impl_->validator.validate(impl_->schema, adapter, nullptr))
+        return {};
+    // Validate again, collecting every error, only for documents that fail.
+    valijson::ValidationResults results;
+    impl_->validator.validate(impl_->schema, adapter, &results);
+    std::vector<valijson::ValidationResults::Error> errors;
+    valijson::ValidationResults::Error error;
+    while (results.popError(error))
+        errors.push_back(error);
+    std::stable_sort(errors.begin(), errors.end(), [](const auto &a, const auto &b) {
+        return a.context.size() > b.context.size();
+    });
+    std::vector<Violation> violations;
+    for (const auto &e : errors)
+        violations.push_back({JsonPointer(e.context), e.description});
+    if (violations.empty())
+        violations.push_back({"/", "the document does not match the schema"});
+    return violations;
+}
+
+std::string JsonPointer(const std::vector<std::string> &context) {
+    std::string pointer;
+    for (std::size_t i = 1; i < context.size(); i++) {
+        std::string segment = context[i];
+        if (segment.size() >= 2 && segment.front() == '[' && segment.back() == ']')
+            segment = segment.substr(1, segment.size() - 2);
+        pointer += '/';
+        for (char c : segment) {
+            if (c == '~')
+                pointer += "~0";
+            else if (c == '/')
+                pointer += "~1";
+            else
+                pointer += c;
+        }
+    }
+    return pointer.empty() ? "/" : pointer;
+}
+
+} // namespace amebo::schema

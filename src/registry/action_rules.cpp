@@ -1,0 +1,143 @@
+// The per-backend cache of action registrations and compiled schemas.
+#include "registry/action_rules.hpp"
+
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "core/error.hpp"
+#include "core/schema/json_schema.hpp"
+#include "pg/guard.hpp"
+#include "registry/jsonb_json.hpp"
+#include "settings.hpp"
+
+extern "C" {
+#include "executor/spi.h"
+}
+
+namespace amebo::registry {
+
+namespace {
+
+// One action as the append path needs it.
+struct ActionRule {
+    bool registered = false;
+    int32 schema_version = 0;
+    std::shared_ptr<schema::CompiledSchema> schema;
+};
+
+// The registry row behind a rule, read with SPI (PostgreSQL side: plain values only).
+struct Registration {
+    bool registered;
+    int32 schema_version;
+    Jsonb *schema; // nullptr: no schema
+};
+
+std::unordered_map<std::string, ActionRule> g_rules;
+bool g_rules_stale = false;
+Oid g_actions_relid = InvalidOid;
+
+// Reads an action's registration; an absent registry (extension 1.0) registers nothing.
+void ReadRegistration(const char *action, Registration *out) {
+    out->registered = false;
+    out->schema_version = 0;
+    out->schema = nullptr;
+    Oid schema_oid = get_namespace_oid("amebo", true);
+    Oid actions = OidIsValid(schema_oid) ? get_relname_relid("actions", schema_oid) : InvalidOid;
+    if (!OidIsValid(actions))
+        return;
+    g_actions_relid = actions;
+    MemoryContext caller = CurrentMemoryContext;
+    SPI_connect();
+    Oid argtypes[1] = {TEXTOID};
+    Datum args[1] = {CStringGetTextDatum(action)};
+    SPI_execute_with_args("SELECT a.schema_version, s.schema FROM amebo.actions a "
+                          "LEFT JOIN amebo.action_schemas s "
+                          "ON s.action = a.action AND s.version = a.schema_version "
+                          "WHERE a.action = $1",
+                          1, argtypes, args, nullptr, true, 1);
+    if (SPI_processed == 1) {
+        bool isnull;
+        HeapTuple row = SPI_tuptable->vals[0];
+        out->registered = true;
+        out->schema_version = DatumGetInt32(SPI_getbinval(row, SPI_tuptable->tupdesc, 1, &isnull));
+        Datum schema = SPI_getbinval(row, SPI_tuptable->tupdesc, 2, &isnull);
+        if (!isnull) {
+            MemoryContext spi = MemoryContextSwitchTo(caller);
+            out->schema = DatumGetJsonbPCopy(schema);
+            MemoryContextSwitchTo(spi);
+        }
+    }
+    SPI_finish();
+}
+
+// The cached rule for an action, loading it on first use.
+const ActionRule &Rule(text *action) {
+    // Registry changes committed since the last statement arrive here as invalidations.
+    pg::Call([] { AcceptInvalidationMessages(); });
+    if (g_rules_stale) {
+        g_rules.clear();
+        g_rules_stale = false;
+    }
+    std::string name(VARDATA_ANY(action), VARSIZE_ANY_EXHDR(action));
+    auto found = g_rules.find(name);
+    if (found != g_rules.end())
+        return found->second;
+    Registration registration;
+    pg::Call([&] { ReadRegistration(name.c_str(), &registration); });
+    ActionRule rule;
+    rule.registered = registration.registered;
+    rule.schema_version = registration.schema_version;
+    if (registration.schema != nullptr)
+        rule.schema = schema::CompiledSchema::Compile(JsonbToJson(registration.schema));
+    return g_rules.emplace(std::move(name), std::move(rule)).first->second;
+}
+
+// Marks the cache stale when amebo.actions is invalidated (or everything is).
+void OnRelcacheInvalidation(Datum, Oid relid) {
+    if (relid == InvalidOid || relid == g_actions_relid)
+        g_rules_stale = true;
+}
+
+// Throws AM004 naming the failing path, the rule and the schema version.
+[[noreturn]] void SchemaViolation(text *action, int32 version,
+                                  const std::vector<schema::Violation> &violations) {
+    std::string name(VARDATA_ANY(action), VARSIZE_ANY_EXHDR(action));
+    const schema::Violation &first = violations.front();
+    std::string detail;
+    for (size_t i = 0; i < violations.size() && i < 5; i++)
+        detail += (i ? "; " : "") + violations[i].path + ": " + violations[i].rule;
+    throw Error(sqlstate::kSchemaViolation,
+                "payload of action \"" + name + "\" fails its schema (version " +
+                    std::to_string(version) + ") at " + first.path + ": " + first.rule,
+                "Violations: " + detail + ".",
+                "See the schema with: SELECT schema FROM amebo.action_list WHERE action = '" +
+                    name + "'.");
+}
+
+} // namespace
+
+int32 CheckPayload(text *action, Jsonb *payload) {
+    const ActionRule &rule = Rule(action);
+    if (!rule.registered) {
+        if (settings::unknown_actions == kRejectUnknownActions) {
+            std::string name(VARDATA_ANY(action), VARSIZE_ANY_EXHDR(action));
+            throw Error(sqlstate::kUnknownAction, "action \"" + name + "\" is not registered",
+                        "amebo.unknown_actions is set to reject unregistered actions.",
+                        "Register it with amebo.create_action('" + name +
+                            "', application, schema).");
+        }
+        return 0;
+    }
+    if (!rule.schema)
+        return 0;
+    std::shared_ptr<schema::CompiledSchema> compiled = rule.schema;
+    auto violations = compiled->Validate(JsonbToJson(payload));
+    if (!violations.empty())
+        SchemaViolation(action, rule.schema_version, violations);
+    return rule.schema_version;
+}
+
+void InitActionRules() { CacheRegisterRelcacheCallback(OnRelcacheInvalidation, (Datum)0); }
+
+} // namespace amebo::registry
