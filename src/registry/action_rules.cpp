@@ -100,24 +100,25 @@ void OnRelcacheInvalidation(Datum, Oid relid) {
 }
 
 // Throws AM004 naming the failing path, the rule and the schema version.
-[[noreturn]] void SchemaViolation(text *action, int32 version,
+[[noreturn]] void SchemaViolation(text *action, int32 version, int element,
                                   const std::vector<schema::Violation> &violations) {
     std::string name(VARDATA_ANY(action), VARSIZE_ANY_EXHDR(action));
+    std::string what = element < 0 ? "payload" : "events[" + std::to_string(element) + "].payload";
     const schema::Violation &first = violations.front();
     std::string detail;
     for (size_t i = 0; i < violations.size() && i < 5; i++)
         detail += (i ? "; " : "") + violations[i].path + ": " + violations[i].rule;
     throw Error(sqlstate::kSchemaViolation,
-                "payload of action \"" + name + "\" fails its schema (version " +
+                what + " of action \"" + name + "\" fails its schema (version " +
                     std::to_string(version) + ") at " + first.path + ": " + first.rule,
-                "Violations: " + detail + ".",
+                "Violations: " + detail,
                 "See the schema with: SELECT schema FROM amebo.action_list WHERE action = '" +
                     name + "'.");
 }
 
 } // namespace
 
-int32 CheckPayload(text *action, Jsonb *payload) {
+int32 CheckPayload(text *action, Jsonb *payload, int element) {
     const ActionRule &rule = Rule(action);
     if (!rule.registered) {
         if (settings::unknown_actions == kRejectUnknownActions) {
@@ -134,7 +135,7 @@ int32 CheckPayload(text *action, Jsonb *payload) {
     std::shared_ptr<schema::CompiledSchema> compiled = rule.schema;
     auto violations = compiled->Validate(JsonbToJson(payload));
     if (!violations.empty())
-        SchemaViolation(action, rule.schema_version, violations);
+        SchemaViolation(action, rule.schema_version, element, violations);
     return rule.schema_version;
 }
 

@@ -14,8 +14,9 @@ enum UnknownActions { kAllowUnknownActions, kRejectUnknownActions };
 
 // Validates payload against action's current schema, under the amebo.unknown_actions policy;
 // returns the schema version used (0: none: unregistered, or registered without a schema).
-// Raises AM004 (payload fails the schema) or AM005 (unknown action refused).
-int32 CheckPayload(text *action, Jsonb *payload);
+// Raises AM004 (payload fails the schema) or AM005 (unknown action refused). element is the
+// payload's index in an append_events batch, or -1 for append_event.
+int32 CheckPayload(text *action, Jsonb *payload, int element);
 
 // Registers the invalidation callback.
 void InitActionRules();

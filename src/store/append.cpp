@@ -27,8 +27,9 @@ namespace amebo::store {
 
 namespace {
 
-// Distinguishes amebo's stream locks from users' advisory locks (which use 1 and 2).
+// Distinguish amebo's short locks from users' advisory locks (which use 1 and 2).
 constexpr uint16 kStreamLockKind = 0x616d;
+constexpr uint16 kEventIdLockKind = 0x616e;
 
 // One event to append, as the SQL functions received it.
 struct NewEvent {
@@ -106,15 +107,20 @@ char *IdText(pg_uuid_t *id) {
     return DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id)));
 }
 
+// A short lock of one kind on a 64-bit hash of bytes.
+LOCKTAG ShortLockTag(const void *bytes, size_t size, uint16 kind) {
+    uint64 hash = hash_bytes_extended(static_cast<const unsigned char *>(bytes),
+                                      static_cast<int>(size), 0);
+    LOCKTAG tag;
+    SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, static_cast<uint32>(hash >> 32),
+                         static_cast<uint32>(hash), kind);
+    return tag;
+}
+
 // The lock that serializes "read head, insert next version" for one stream.
 LOCKTAG StreamLockTag(text *stream) {
     std::string_view name = View(stream);
-    uint64 hash = hash_bytes_extended(reinterpret_cast<const unsigned char *>(name.data()),
-                                      static_cast<int>(name.size()), 0);
-    LOCKTAG tag;
-    SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, static_cast<uint32>(hash >> 32),
-                         static_cast<uint32>(hash), kStreamLockKind);
-    return tag;
+    return ShortLockTag(name.data(), name.size(), kStreamLockKind);
 }
 
 // Throws if two events of the batch carry the same id.
@@ -216,6 +222,24 @@ Retry CheckRetry(AppendTarget *target, text *stream, const NewEvent *events, int
                 "Load the stream again and retry the command.");
 }
 
+// Makes sure no other stream holds a client-given event id before it is inserted: the
+// stream lock does not cover appends of the same id to another stream. Called with the id's
+// short lock held, until the row is in.
+void ClaimEventId(AppendTarget *target, pg_uuid_t *id) {
+    for (;;) {
+        SnapshotData dirty;
+        InitDirtySnapshot(dirty);
+        Probe probe = ProbeEventId(target->heap, target->event_id_index, &dirty, id,
+                                   target->probe_slot);
+        if (!probe.found)
+            return;
+        if (!TransactionIdIsValid(probe.in_progress))
+            EventIdConflict(target->probe_slot, id);
+        ExecClearTuple(target->probe_slot);
+        XactLockTableWait(probe.in_progress, target->heap, nullptr, XLTW_None);
+    }
+}
+
 // Writes the batch at versions head+1 .. head+count.
 void InsertBatch(AppendTarget *target, text *stream, const NewEvent *events, int count,
                  int64 head) {
@@ -237,7 +261,15 @@ void InsertBatch(AppendTarget *target, text *stream, const NewEvent *events, int
             values[kSchemaVersion - 1] = Int32GetDatum(event.schema_version);
             target->nulls[kSchemaVersion - 1] = event.schema_version == 0;
         }
+        if (event.event_id == nullptr) {
+            InsertEvent(target);
+            continue;
+        }
+        LOCKTAG id_lock = ShortLockTag(event.event_id->data, UUID_LEN, kEventIdLockKind);
+        LockAcquire(&id_lock, ExclusiveLock, false, false);
+        ClaimEventId(target, event.event_id);
         InsertEvent(target);
+        LockRelease(&id_lock, ExclusiveLock, false);
     }
 }
 
@@ -322,7 +354,7 @@ void ParseBatchElement(JsonbContainer *array, int i, NewEvent *event) {
     known++;
     event->payload = JsonbValueToJsonb(&value);
     CheckJsonObject(event->payload, "payload", i);
-    event->schema_version = registry::CheckPayload(event->action, event->payload);
+    event->schema_version = registry::CheckPayload(event->action, event->payload, i);
 
     event->metadata = nullptr;
     if (Field(object, "metadata", &value) != nullptr) {
@@ -391,7 +423,7 @@ extern "C" Datum amebo_append_event(PG_FUNCTION_ARGS) {
         names::ValidateAction(View(event.action));
         event.payload = PG_GETARG_JSONB_P(2);
         CheckJsonObject(event.payload, "payload");
-        event.schema_version = registry::CheckPayload(event.action, event.payload);
+        event.schema_version = registry::CheckPayload(event.action, event.payload, -1);
         int64 expected = 0;
         bool has_expected = ExpectedVersionArgument(fcinfo, 3, &expected);
         event.metadata = PG_ARGISNULL(4) ? nullptr : PG_GETARG_JSONB_P(4);

@@ -1,0 +1,23 @@
+-- The upgrade path: install 1.0, append, ALTER EXTENSION amebo UPDATE, go on.
+DROP EXTENSION amebo CASCADE;
+CREATE EXTENSION amebo VERSION '1.0';
+SELECT extversion FROM pg_extension WHERE extname = 'amebo';
+SELECT amebo.append_event('legacy-1', 'legacy.created', '{"a": 1}', 0);
+SELECT count(*) AS registry_functions FROM pg_proc WHERE proname = 'create_action';
+
+ALTER EXTENSION amebo UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'amebo';
+SELECT stream, version, action, schema_version FROM amebo.events;
+SELECT amebo.append_event('legacy-1', 'legacy.updated', '{"a": 2}', 1);
+SELECT amebo.create_application('legacy') IS NOT NULL AS registered;
+SELECT amebo.create_action('legacy.updated', 'legacy', '{"type": "object", "required": ["a"]}');
+SELECT amebo.append_event('legacy-1', 'legacy.updated', '{"a": 3}', 2);
+SELECT amebo.append_event('legacy-1', 'legacy.updated', '{"b": 3}', 3);
+SELECT stream, version, action, schema_version FROM amebo.events ORDER BY position;
+-- A fresh install of 1.1 and an upgraded 1.0 have the same objects.
+SELECT count(*) AS objects FROM pg_depend d JOIN pg_extension e ON d.refobjid = e.oid
+WHERE e.extname = 'amebo' AND d.deptype = 'e';
+DROP EXTENSION amebo CASCADE;
+CREATE EXTENSION amebo;
+SELECT count(*) AS objects FROM pg_depend d JOIN pg_extension e ON d.refobjid = e.oid
+WHERE e.extname = 'amebo' AND d.deptype = 'e';

@@ -1,0 +1,48 @@
+-- Validation on append against the registry (uses the applications and actions of registry.sql).
+
+-- A valid payload is stored with the schema version it satisfied (user.created is at 2).
+SELECT amebo.append_event('user-100', 'user.created',
+    '{"user_id": "100", "email": "ada@example.com", "name": "Ada", "locale": "en"}', 0);
+SELECT stream, version, action, schema_version FROM amebo.events WHERE stream = 'user-100';
+
+-- Failing payloads: the error names the JSON path, the rule and the schema version (AM004).
+SELECT amebo.append_event('user-101', 'user.created', '{"user_id": "101", "name": "Bob"}');
+SELECT amebo.append_event('user-101', 'user.created',
+    '{"user_id": 101, "email": "bob@example.com", "name": "Bob"}');
+SELECT q, regress.outcome(q) FROM (VALUES
+    ($$SELECT amebo.append_event('user-101', 'user.created', '{"user_id": "101", "email": "not an address", "name": "Bob"}')$$),
+    ($$SELECT amebo.append_event('user-101', 'user.created', '{"user_id": "101", "email": "bob@example.com", "name": ""}')$$),
+    ($$SELECT amebo.append_event('user-101', 'user.created', '{"user_id": "101", "email": "bob@example.com", "name": "Bob", "locale": "xx"}')$$),
+    ($$SELECT amebo.append_events('user-101', '[{"action": "user.created", "payload": {"user_id": "101", "email": "bob@example.com", "name": "Bob"}}, {"action": "user.created", "payload": {"user_id": 7}}]')$$)
+) AS cases(q);
+SELECT count(*) AS nothing_stored FROM amebo.events WHERE stream = 'user-101';
+
+-- A registered action without a schema takes any object; its events carry no schema version.
+SELECT amebo.append_event('user-100', 'user.email_verified', '{"anything": ["goes"]}', 1);
+-- Unregistered actions: allowed by default, refused under amebo.unknown_actions = reject.
+SHOW amebo.unknown_actions;
+SELECT amebo.append_event('misc-1', 'misc.happened', '{}');
+SET amebo.unknown_actions = reject;
+SELECT amebo.append_event('misc-1', 'misc.happened', '{}');
+SELECT amebo.append_events('misc-1', '[{"action": "user.email_verified", "payload": {}}, {"action": "misc.happened", "payload": {}}]');
+SELECT amebo.append_event('user-100', 'user.email_verified', '{}');
+RESET amebo.unknown_actions;
+SELECT stream, version, action, schema_version FROM amebo.events
+WHERE stream IN ('user-100', 'misc-1') ORDER BY position;
+
+-- A new schema applies to the next append in the same session, and is recorded.
+SELECT amebo.update_action('user.created', schema => '{"type": "object", "required": ["user_id", "email", "name"], "properties": {"email": {"type": "string", "format": "email"}, "name": {"type": "string"}}}');
+SELECT amebo.append_event('user-102', 'user.created', '{"user_id": 102, "email": "cy@example.com", "name": ""}', 0);
+SELECT schema_version FROM amebo.events WHERE stream = 'user-102';
+
+-- Events by application: those of the actions it owns.
+SELECT stream, action FROM amebo.application_events('users') ORDER BY position;
+SELECT regress.outcome($$SELECT amebo.application_events('nobody')$$);
+
+-- The schema functions on their own.
+SELECT * FROM amebo.schema_violations('{"type": "object", "properties": {"tags": {"type": "array", "items": {"type": "string"}}}}', '{"tags": ["a", 2]}');
+SELECT count(*) AS integer_ok FROM amebo.schema_violations('{"type": "integer"}', '3.0');
+SELECT * FROM amebo.schema_violations('{"properties": {"at": {"format": "date-time"}, "on": {"format": "date"}, "id": {"format": "uuid"}}}',
+                                      '{"at": "2026-02-30T10:00:00Z", "on": "2024-02-29", "id": "not-a-uuid"}');
+SELECT regress.outcome($$SELECT amebo.check_schema(NULL)$$);
+SELECT amebo.check_schema('true'), amebo.check_schema('{}');
