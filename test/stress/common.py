@@ -1,6 +1,5 @@
 """Helpers shared by the stress and crash tests (test/scripts/stress.sh, crash.sh)."""
 import re
-import sys
 import threading
 
 import psycopg
@@ -39,9 +38,9 @@ class Failures:
         with self.lock:
             self.items.append(message)
             if len(self.items) <= self.show:
-                print(f"FAIL: {message}", file=sys.stderr, flush=True)
+                print(f"FAIL: {message}", flush=True)
             elif len(self.items) == self.show + 1:
-                print("FAIL: (further failures not shown)", file=sys.stderr, flush=True)
+                print("FAIL: (further failures not shown)", flush=True)
 
     def __bool__(self):
         return bool(self.items)
@@ -103,7 +102,8 @@ def check_store(conn, fail):
             fail.add(f"stream {stream}: read_stream does not return versions 1..n")
     everything = read_all_everything(conn)
     if everything != rows:
+        first = next((i for i, (a, b) in enumerate(zip(everything, rows)) if a != b),
+                     min(len(everything), len(rows)))
         fail.add(f"read_all from 0 returned {len(everything)} events, the table holds "
-                 f"{len(rows)} (first difference at index "
-                 f"{next((i for i, (a, b) in enumerate(zip(everything, rows)) if a != b), min(len(everything), len(rows)))})")
+                 f"{len(rows)} (first difference at index {first})")
     return rows
