@@ -37,7 +37,7 @@ $(VALIJSON_INCLUDE)/valijson/validator.hpp:
 src/core/schema/json_schema.o: $(VALIJSON_INCLUDE)/valijson/validator.hpp
 $(OBJS): $(AMEBO_HEADERS)
 
-.PHONY: demo test bench format
+.PHONY: demo test bench format format-check
 demo:
 	bash examples/demo.sh
 test:
@@ -46,3 +46,5 @@ bench:
 	bash bench/run.sh
 format:
 	clang-format -i $(PG_SRCS) $(PURE_SRCS) $(AMEBO_HEADERS)
+format-check:
+	clang-format --dry-run --Werror $(PG_SRCS) $(PURE_SRCS) $(AMEBO_HEADERS)

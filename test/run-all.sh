@@ -22,6 +22,7 @@ run_step() {
     fi
 }
 
+run_step "format (.clang-format)" "make -s format-check"
 run_step "pg_regress and isolation" \
     "make -s installcheck || { cat regression.diffs test/isolation/regression.diffs 2>/dev/null; exit 1; }"
 for script in test/scripts/*.sh; do

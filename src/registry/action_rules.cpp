@@ -139,6 +139,8 @@ int32 CheckPayload(text *action, Jsonb *payload, int element) {
     return rule.schema_version;
 }
 
-void InitActionRules() { CacheRegisterRelcacheCallback(OnRelcacheInvalidation, (Datum)0); }
+void InitActionRules() {
+    CacheRegisterRelcacheCallback(OnRelcacheInvalidation, (Datum)0);
+}
 
 } // namespace amebo::registry

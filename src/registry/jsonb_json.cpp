@@ -88,8 +88,8 @@ json JsonbToJson(Jsonb *jsonb) {
                 throw Error(sqlstate::kProgramLimitExceeded, "JSON value is nested too deeply",
                             "Validation follows at most " + std::to_string(kMaxJsonDepth) +
                                 " levels of nesting.");
-            open.push_back(Place(open, root, key,
-                                 token == WJB_BEGIN_OBJECT ? json::object() : json::array()));
+            open.push_back(
+                Place(open, root, key, token == WJB_BEGIN_OBJECT ? json::object() : json::array()));
             break;
         case WJB_KEY:
             key.assign(value.val.string.val, value.val.string.len);

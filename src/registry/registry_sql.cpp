@@ -30,10 +30,13 @@ Jsonb *JsonbArgument(FunctionCallInfo fcinfo, int arg, const char *name) {
 Datum TextArray(const std::vector<std::string> &items) {
     std::vector<Datum> elements;
     for (const auto &item : items)
-        elements.push_back(pg::Call([&] { return PointerGetDatum(cstring_to_text_with_len(item.data(), item.size())); }));
+        elements.push_back(pg::Call(
+            [&] { return PointerGetDatum(cstring_to_text_with_len(item.data(), item.size())); }));
     Datum *data = elements.data();
     int count = static_cast<int>(elements.size());
-    return pg::Call([&] { return PointerGetDatum(construct_array(data, count, TEXTOID, -1, false, TYPALIGN_INT)); });
+    return pg::Call([&] {
+        return PointerGetDatum(construct_array(data, count, TEXTOID, -1, false, TYPALIGN_INT));
+    });
 }
 
 } // namespace

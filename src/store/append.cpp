@@ -35,8 +35,8 @@ constexpr uint16 kEventIdLockKind = 0x616e;
 struct NewEvent {
     text *action;
     Jsonb *payload;
-    Jsonb *metadata;     // nullptr: stored as {}
-    pg_uuid_t *event_id; // nullptr: generated
+    Jsonb *metadata;      // nullptr: stored as {}
+    pg_uuid_t *event_id;  // nullptr: generated
     int32 schema_version; // the schema the payload satisfied; 0: none
 };
 
@@ -109,8 +109,8 @@ char *IdText(pg_uuid_t *id) {
 
 // A short lock of one kind on a 64-bit hash of bytes.
 LOCKTAG ShortLockTag(const void *bytes, size_t size, uint16 kind) {
-    uint64 hash = hash_bytes_extended(static_cast<const unsigned char *>(bytes),
-                                      static_cast<int>(size), 0);
+    uint64 hash =
+        hash_bytes_extended(static_cast<const unsigned char *>(bytes), static_cast<int>(size), 0);
     LOCKTAG tag;
     SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, static_cast<uint32>(hash >> 32),
                          static_cast<uint32>(hash), kind);
@@ -229,8 +229,8 @@ void ClaimEventId(AppendTarget *target, pg_uuid_t *id) {
     for (;;) {
         SnapshotData dirty;
         InitDirtySnapshot(dirty);
-        Probe probe = ProbeEventId(target->heap, target->event_id_index, &dirty, id,
-                                   target->probe_slot);
+        Probe probe =
+            ProbeEventId(target->heap, target->event_id_index, &dirty, id, target->probe_slot);
         if (!probe.found)
             return;
         if (!TransactionIdIsValid(probe.in_progress))

@@ -62,7 +62,9 @@ std::vector<std::string> TypeNames(const json &type) {
 bool TypesCover(const json &old_type, const json &new_type) {
     auto olds = TypeNames(old_type);
     auto news = TypeNames(new_type);
-    auto has = [&](const std::string &t) { return std::find(news.begin(), news.end(), t) != news.end(); };
+    auto has = [&](const std::string &t) {
+        return std::find(news.begin(), news.end(), t) != news.end();
+    };
     return std::all_of(olds.begin(), olds.end(), [&](const std::string &t) {
         return has(t) || (t == "integer" && has("number"));
     });
@@ -79,7 +81,8 @@ void CheckValues(const json &o, const json &n, const std::string &where,
             Refuse(reasons, where, "\"enum\" was added");
         } else {
             for (const auto &value : o.at("enum"))
-                if (std::find(n.at("enum").begin(), n.at("enum").end(), value) == n.at("enum").end())
+                if (std::find(n.at("enum").begin(), n.at("enum").end(), value) ==
+                    n.at("enum").end())
                     Refuse(reasons, where, "enum value " + value.dump() + " was removed");
         }
     }
@@ -94,17 +97,33 @@ void CheckConstraints(const json &o, const json &n, const std::string &where,
                                    "minProperties"};
     static const char *kUpper[] = {"maximum", "exclusiveMaximum", "maxLength", "maxItems",
                                    "maxProperties"};
-    static const char *kFixed[] = {"pattern", "format", "multipleOf", "uniqueItems",
-                                   "propertyNames", "contains", "additionalItems",
-                                   "patternProperties", "dependencies", "$ref", "definitions",
-                                   "allOf", "anyOf", "oneOf", "not", "if", "then", "else"};
+    static const char *kFixed[] = {"pattern",
+                                   "format",
+                                   "multipleOf",
+                                   "uniqueItems",
+                                   "propertyNames",
+                                   "contains",
+                                   "additionalItems",
+                                   "patternProperties",
+                                   "dependencies",
+                                   "$ref",
+                                   "definitions",
+                                   "allOf",
+                                   "anyOf",
+                                   "oneOf",
+                                   "not",
+                                   "if",
+                                   "then",
+                                   "else"};
     for (const char *key : kLower)
-        if (n.contains(key) && (!o.contains(key) || !n.at(key).is_number() || !o.at(key).is_number() ||
-                                n.at(key).get<double>() > o.at(key).get<double>()))
+        if (n.contains(key) &&
+            (!o.contains(key) || !n.at(key).is_number() || !o.at(key).is_number() ||
+             n.at(key).get<double>() > o.at(key).get<double>()))
             Refuse(reasons, where, std::string("\"") + key + "\" was added or raised");
     for (const char *key : kUpper)
-        if (n.contains(key) && (!o.contains(key) || !n.at(key).is_number() || !o.at(key).is_number() ||
-                                n.at(key).get<double>() < o.at(key).get<double>()))
+        if (n.contains(key) &&
+            (!o.contains(key) || !n.at(key).is_number() || !o.at(key).is_number() ||
+             n.at(key).get<double>() < o.at(key).get<double>()))
             Refuse(reasons, where, std::string("\"") + key + "\" was added or lowered");
     for (const char *key : kFixed)
         if (n.contains(key) && (!o.contains(key) || o.at(key) != n.at(key)))
@@ -126,7 +145,9 @@ void CheckObject(const json &o, const json &n, const std::string &where,
     json new_additional = SubschemaOr(n, "additionalProperties");
     if (new_props.is_object())
         for (const auto &[name, schema] : new_props.items()) {
-            const json &before = old_props.is_object() && old_props.contains(name) ? old_props.at(name) : old_additional;
+            const json &before = old_props.is_object() && old_props.contains(name)
+                                     ? old_props.at(name)
+                                     : old_additional;
             Check(before, schema, where + "/properties/" + name, reasons);
         }
     if (old_props.is_object())
@@ -170,8 +191,7 @@ void Check(const json &old_schema, const json &new_schema, const std::string &wh
 
 } // namespace
 
-std::vector<std::string> BackwardIncompatibilities(const json &old_schema,
-                                                   const json &new_schema) {
+std::vector<std::string> BackwardIncompatibilities(const json &old_schema, const json &new_schema) {
     std::vector<std::string> reasons;
     Check(old_schema, new_schema, "", reasons);
     return reasons;

@@ -25,7 +25,9 @@ bool Digits(std::string_view s, std::size_t pos, std::size_t n, int *out) {
 }
 
 // True for a Gregorian leap year.
-bool LeapYear(int year) { return (year % 4 == 0 && year % 100 != 0) || year % 400 == 0; }
+bool LeapYear(int year) {
+    return (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+}
 
 // RFC 3339 full-date: YYYY-MM-DD with a day that exists in that month.
 bool IsDate(std::string_view s) {
@@ -81,7 +83,8 @@ bool IsEmail(std::string_view s) {
     if (domain.empty() || domain.front() == '.' || domain.back() == '.')
         return false;
     for (char c : s)
-        if (std::isspace(static_cast<unsigned char>(c)) || std::iscntrl(static_cast<unsigned char>(c)))
+        if (std::isspace(static_cast<unsigned char>(c)) ||
+            std::iscntrl(static_cast<unsigned char>(c)))
             return false;
     return true;
 }
@@ -105,7 +108,8 @@ bool IsIpv4(const std::string &s) {
     while (parts < 4) {
         std::size_t start = pos;
         int value = 0;
-        while (pos < s.size() && std::isdigit(static_cast<unsigned char>(s[pos])) && pos - start < 3)
+        while (pos < s.size() && std::isdigit(static_cast<unsigned char>(s[pos])) &&
+               pos - start < 3)
             value = value * 10 + (s[pos++] - '0');
         std::size_t len = pos - start;
         if (len == 0 || value > 255 || (len > 1 && s[start] == '0'))

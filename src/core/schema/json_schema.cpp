@@ -42,8 +42,9 @@ void CheckPattern(const std::string &pattern) {
     try {
         std::regex compiled(pattern, std::regex::ECMAScript);
     } catch (const std::regex_error &e) {
-        throw Error(sqlstate::kInvalidSchema, "invalid JSON Schema: pattern \"" + pattern +
-                                                  "\" is not a valid regular expression: " + e.what());
+        throw Error(sqlstate::kInvalidSchema,
+                    "invalid JSON Schema: pattern \"" + pattern +
+                        "\" is not a valid regular expression: " + e.what());
     }
 }
 
