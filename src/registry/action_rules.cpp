@@ -8,6 +8,7 @@
 #include "core/error.hpp"
 #include "core/schema/json_schema.hpp"
 #include "pg/guard.hpp"
+#include "pg/text_view.hpp"
 #include "registry/jsonb_json.hpp"
 #include "settings.hpp"
 
@@ -79,7 +80,7 @@ const ActionRule &Rule(text *action) {
         g_rules.clear();
         g_rules_stale = false;
     }
-    std::string name(VARDATA_ANY(action), VARSIZE_ANY_EXHDR(action));
+    std::string name(pg::TextView(action));
     auto found = g_rules.find(name);
     if (found != g_rules.end())
         return found->second;
@@ -102,7 +103,7 @@ void OnRelcacheInvalidation(Datum, Oid relid) {
 // Throws AM004 naming the failing path, the rule and the schema version.
 [[noreturn]] void SchemaViolation(text *action, int32 version, int element,
                                   const std::vector<schema::Violation> &violations) {
-    std::string name(VARDATA_ANY(action), VARSIZE_ANY_EXHDR(action));
+    std::string name(pg::TextView(action));
     std::string what = element < 0 ? "payload" : "events[" + std::to_string(element) + "].payload";
     const schema::Violation &first = violations.front();
     std::string detail;
@@ -122,7 +123,7 @@ int32 CheckPayload(text *action, Jsonb *payload, int element) {
     const ActionRule &rule = Rule(action);
     if (!rule.registered) {
         if (settings::unknown_actions == kRejectUnknownActions) {
-            std::string name(VARDATA_ANY(action), VARSIZE_ANY_EXHDR(action));
+            std::string name(pg::TextView(action));
             throw Error(sqlstate::kUnknownAction, "action \"" + name + "\" is not registered",
                         "amebo.unknown_actions is set to reject unregistered actions.",
                         "Register it with amebo.create_action('" + name +

@@ -15,6 +15,7 @@
 #include "pg/guard.hpp"
 #include "registry/action_rules.hpp"
 #include "settings.hpp"
+#include "store/arguments.hpp"
 #include "store/event_table.hpp"
 #include "store/inflight.hpp"
 
@@ -39,16 +40,6 @@ struct NewEvent {
     pg_uuid_t *event_id;  // nullptr: generated
     int32 schema_version; // the schema the payload satisfied; 0: none
 };
-
-// A text value's bytes.
-std::string_view View(const text *value) {
-    return {VARDATA_ANY(value), static_cast<size_t>(VARSIZE_ANY_EXHDR(value))};
-}
-
-// Throws the standard error for a NULL argument.
-[[noreturn]] void NullArgument(const char *name) {
-    throw Error(sqlstate::kNullValueNotAllowed, std::string(name) + " must not be NULL");
-}
 
 // Names an argument or a batch element's field in messages: "payload", "events[2].payload".
 std::string Where(const char *field, int element) {
@@ -119,7 +110,7 @@ LOCKTAG ShortLockTag(const void *bytes, size_t size, uint16 kind) {
 
 // The lock that serializes "read head, insert next version" for one stream.
 LOCKTAG StreamLockTag(text *stream) {
-    std::string_view name = View(stream);
+    std::string_view name = TextView(stream);
     return ShortLockTag(name.data(), name.size(), kStreamLockKind);
 }
 
@@ -152,7 +143,8 @@ bool SameContent(TupleTableSlot *slot, text *stream, const NewEvent &event) {
     bool isnull;
     text *stored_stream = DatumGetTextPP(slot_getattr(slot, kStream, &isnull));
     text *stored_action = DatumGetTextPP(slot_getattr(slot, kAction, &isnull));
-    if (View(stored_stream) != View(stream) || View(stored_action) != View(event.action))
+    if (TextView(stored_stream) != TextView(stream) ||
+        TextView(stored_action) != TextView(event.action))
         return false;
     Datum stored_payload = slot_getattr(slot, kPayload, &isnull);
     return DatumGetBool(
@@ -213,7 +205,7 @@ Retry CheckRetry(AppendTarget *target, text *stream, const NewEvent *events, int
 
 // Throws the dedicated version-conflict error.
 [[noreturn]] void VersionConflict(text *stream, int64 expected, int64 actual) {
-    std::string name(View(stream));
+    std::string name(TextView(stream));
     throw Error(sqlstate::kWrongExpectedVersion,
                 "version conflict on stream \"" + name + "\": expected version " +
                     std::to_string(expected) + ", actual version " + std::to_string(actual),
@@ -309,15 +301,6 @@ int64 AppendBatch(text *stream, const NewEvent *events, int count, bool has_expe
     }
 }
 
-// Reads and checks the stream argument.
-text *StreamArgument(FunctionCallInfo fcinfo, int arg) {
-    if (PG_ARGISNULL(arg))
-        NullArgument("stream");
-    text *stream = PG_GETARG_TEXT_PP(arg);
-    names::ValidateStream(View(stream));
-    return stream;
-}
-
 // Reads and checks the expected_version argument; false when it is NULL.
 bool ExpectedVersionArgument(FunctionCallInfo fcinfo, int arg, int64 *expected) {
     if (PG_ARGISNULL(arg))
@@ -347,7 +330,7 @@ void ParseBatchElement(JsonbContainer *array, int i, NewEvent *event) {
         BadField("action", i, "must be a string");
     known++;
     event->action = cstring_to_text_with_len(value.val.string.val, value.val.string.len);
-    names::ValidateAction(View(event->action));
+    names::ValidateAction(TextView(event->action));
 
     if (Field(object, "payload", &value) == nullptr || value.type != jbvBinary)
         BadField("payload", i, "must be a JSON object");
@@ -420,7 +403,7 @@ extern "C" Datum amebo_append_event(PG_FUNCTION_ARGS) {
             NullArgument("payload");
         NewEvent event;
         event.action = PG_GETARG_TEXT_PP(1);
-        names::ValidateAction(View(event.action));
+        names::ValidateAction(TextView(event.action));
         event.payload = PG_GETARG_JSONB_P(2);
         CheckJsonObject(event.payload, "payload");
         event.schema_version = registry::CheckPayload(event.action, event.payload, -1);

@@ -5,6 +5,7 @@
 #include "core/error.hpp"
 #include "core/names.hpp"
 #include "pg/guard.hpp"
+#include "store/arguments.hpp"
 #include "store/event_table.hpp"
 #include "store/inflight.hpp"
 
@@ -54,15 +55,6 @@ void ScanIntoResult(FunctionCallInfo fcinfo, const EventCatalog &catalog, Oid in
     table_close(heap, AccessShareLock);
 }
 
-// Reads and checks a required stream argument.
-text *StreamArgument(FunctionCallInfo fcinfo, int arg) {
-    if (PG_ARGISNULL(arg))
-        throw Error(sqlstate::kNullValueNotAllowed, "stream must not be NULL");
-    text *stream = PG_GETARG_TEXT_PP(arg);
-    names::ValidateStream({VARDATA_ANY(stream), static_cast<size_t>(VARSIZE_ANY_EXHDR(stream))});
-    return stream;
-}
-
 // Reads an optional non-negative bigint argument (NULL gives 0).
 int64 NonNegativeArgument(FunctionCallInfo fcinfo, int arg, const char *name) {
     int64 value = PG_ARGISNULL(arg) ? 0 : PG_GETARG_INT64(arg);
@@ -96,10 +88,10 @@ struct ReadAllFilter {
 bool ActionWanted(const ReadAllFilter *filter, TupleTableSlot *slot) {
     bool isnull;
     text *action = DatumGetTextPP(slot_getattr(slot, kAction, &isnull));
-    std::string_view name(VARDATA_ANY(action), VARSIZE_ANY_EXHDR(action));
+    std::string_view name = TextView(action);
     for (int i = 0; i < filter->action_count; i++) {
         text *wanted = DatumGetTextPP(filter->actions[i]);
-        if (name == std::string_view(VARDATA_ANY(wanted), VARSIZE_ANY_EXHDR(wanted)))
+        if (name == TextView(wanted))
             return true;
     }
     return false;

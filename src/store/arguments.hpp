@@ -1,0 +1,17 @@
+// Reading and checking the arguments the store's SQL functions share.
+#pragma once
+
+#include "pg/postgres.hpp"
+#include "pg/text_view.hpp"
+
+namespace amebo::store {
+
+using pg::TextView;
+
+// Throws the standard error (22004) for a NULL argument.
+[[noreturn]] void NullArgument(const char *name);
+
+// Reads a required stream argument and checks its name (22004, 22023).
+text *StreamArgument(FunctionCallInfo fcinfo, int arg);
+
+} // namespace amebo::store
