@@ -12,30 +12,13 @@
 #   AMEBO_CRASH_ARGS   more arguments for crash.py, e.g. "--cycles 12 --clients 8"
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
-source "$top/test/lib/cluster.sh"
-source "$top/test/stress/lib.sh"
-
-python=$(python_with_psycopg)
-export PYTHONDONTWRITEBYTECODE=1
-dir=$(mktemp -d /tmp/amebo-crash.XXXXXX)
-port=$(free_port "${AMEBO_CRASH_PORT:-55481}")
-# shellcheck disable=SC2317 # called by the trap
-cleanup() {
-    cluster_stop "$dir/cluster" || true
-    rm -rf "$dir"
-}
-trap cleanup EXIT
-
-cluster_start "$dir/cluster" "$port"
-"$PG_BIN/psql" -X -q -h "$dir/cluster" -p "$port" -U postgres -d postgres \
-    -v ON_ERROR_STOP=1 -c "CREATE EXTENSION amebo"
+source "$top/test/lib/script_test.sh"
+start_test_cluster crash "${AMEBO_CRASH_PORT:-55481}"
 status=0
 # shellcheck disable=SC2086 # AMEBO_CRASH_ARGS is a list of words
-timeout --kill-after=10 600 "$python" "$top/test/stress/crash.py" \
-    --pg-bin "$PG_BIN" --dir "$dir/cluster" --port "$port" ${AMEBO_CRASH_ARGS:-} || status=$?
+timeout --kill-after=10 600 "$PYTHON_BIN" "$top/test/stress/crash.py" \
+    --pg-bin "$PG_BIN" --dir "$TEST_CLUSTER" --port "$TEST_PORT" ${AMEBO_CRASH_ARGS:-} || status=$?
 if [ $status -ne 0 ]; then
-    echo "--- server log: errors other than the expected conflicts (last 40)"
-    grep -E "PANIC|FATAL|TRAP|terminated|ERROR|redo|ready" "$dir/cluster/server.log" |
-        grep -v -E "version conflict|with different content|partly stored" | tail -n 40 || true
+    show_unexpected_errors "version conflict|with different content|partly stored"
 fi
 exit $status

@@ -15,30 +15,13 @@
 #                               into two streams (fixed; strict is the default)
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
-source "$top/test/lib/cluster.sh"
-source "$top/test/stress/lib.sh"
-
-python=$(python_with_psycopg)
-export PYTHONDONTWRITEBYTECODE=1
-dir=$(mktemp -d /tmp/amebo-stress.XXXXXX)
-port=$(free_port "${AMEBO_STRESS_PORT:-55471}")
-# shellcheck disable=SC2317 # called by the trap
-cleanup() {
-    cluster_stop "$dir/cluster" || true
-    rm -rf "$dir"
-}
-trap cleanup EXIT
-
-cluster_start "$dir/cluster" "$port"
-"$PG_BIN/psql" -X -q -h "$dir/cluster" -p "$port" -U postgres -d postgres \
-    -v ON_ERROR_STOP=1 -c "CREATE EXTENSION amebo"
+source "$top/test/lib/script_test.sh"
+start_test_cluster stress "${AMEBO_STRESS_PORT:-55471}"
 status=0
 # shellcheck disable=SC2086 # AMEBO_STRESS_ARGS is a list of words
-timeout --kill-after=10 600 "$python" "$top/test/stress/stress.py" \
-    --host "$dir/cluster" --port "$port" ${AMEBO_STRESS_ARGS:-} || status=$?
+timeout --kill-after=10 600 "$PYTHON_BIN" "$top/test/stress/stress.py" \
+    --host "$TEST_CLUSTER" --port "$TEST_PORT" ${AMEBO_STRESS_ARGS:-} || status=$?
 if [ $status -ne 0 ]; then
-    echo "--- server log: errors other than the expected conflicts (last 30)"
-    grep -E "PANIC|FATAL|TRAP|terminated|ERROR" "$dir/cluster/server.log" |
-        grep -v -E "version conflict|with different content|partly stored" | tail -n 30 || true
+    show_unexpected_errors "version conflict|with different content|partly stored"
 fi
 exit $status
