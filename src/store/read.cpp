@@ -8,6 +8,7 @@
 #include "store/arguments.hpp"
 #include "store/event_table.hpp"
 #include "store/inflight.hpp"
+#include "store/scan.hpp"
 
 extern "C" {
 #include "utils/array.h"
@@ -17,42 +18,31 @@ namespace amebo::store {
 
 namespace {
 
-// What a reader's filter says about one event, in index order.
-enum class Verdict { kTake, kSkip, kStop };
+// Puts every event into the function's result.
+Verdict TakeAll(TupleTableSlot *slot, void *result) {
+    tuplestore_puttupleslot(static_cast<ReturnSetInfo *>(result)->setResult, slot);
+    return Verdict::kTake;
+}
 
-// A filter applied to each event a scan returns.
-using Filter = Verdict (*)(TupleTableSlot *slot, void *state);
+// Puts the events read_all's filter takes into the function's result.
+struct FilteredResult {
+    const EventFilter *filter;
+    ReturnSetInfo *result;
+};
 
-// Scans index forward from keys under snapshot, putting accepted events into the function's
-// result until max_count (negative: no limit) or until the filter says stop.
-void ScanIntoResult(FunctionCallInfo fcinfo, const EventCatalog &catalog, Oid index_oid,
-                    Snapshot snapshot, ScanKey keys, int nkeys, int64 max_count, Filter filter,
-                    void *filter_state) {
+// Applies read_all's filter, then takes like TakeAll.
+Verdict TakeFiltered(TupleTableSlot *slot, void *state) {
+    auto *filtered = static_cast<FilteredResult *>(state);
+    Verdict verdict = ApplyFilter(*filtered->filter, slot);
+    if (verdict == Verdict::kTake)
+        TakeAll(slot, filtered->result);
+    return verdict;
+}
+
+// Sets up the function's materialized result.
+ReturnSetInfo *MaterializedResult(FunctionCallInfo fcinfo) {
     InitMaterializedSRF(fcinfo, 0);
-    auto *result = reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);
-    if (max_count == 0)
-        return;
-    Relation heap = table_open(catalog.events, AccessShareLock);
-    Relation index = index_open(index_oid, AccessShareLock);
-    TupleTableSlot *slot = table_slot_create(heap, nullptr);
-    IndexScanDesc scan = index_beginscan(heap, index, snapshot, nkeys, 0);
-    index_rescan(scan, keys, nkeys, nullptr, 0);
-    int64 taken = 0;
-    while (index_getnext_slot(scan, ForwardScanDirection, slot)) {
-        CHECK_FOR_INTERRUPTS();
-        Verdict verdict = filter ? filter(slot, filter_state) : Verdict::kTake;
-        if (verdict == Verdict::kStop)
-            break;
-        if (verdict == Verdict::kSkip)
-            continue;
-        tuplestore_puttupleslot(result->setResult, slot);
-        if (++taken == max_count)
-            break;
-    }
-    index_endscan(scan);
-    ExecDropSingleTupleTableSlot(slot);
-    index_close(index, AccessShareLock);
-    table_close(heap, AccessShareLock);
+    return reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);
 }
 
 // Reads an optional non-negative bigint argument (NULL gives 0).
@@ -74,49 +64,8 @@ int64 MaxCountArgument(FunctionCallInfo fcinfo, int arg) {
     return value;
 }
 
-// read_all's filters and its horizon.
-struct ReadAllFilter {
-    int64 horizon;
-    Datum *actions; // nullptr: every action
-    int action_count;
-    bool has_since;
-    TimestampTz since;
-    Datum payload_filter; // 0: none
-};
-
-// True when the event's action is one of the wanted ones.
-bool ActionWanted(const ReadAllFilter *filter, TupleTableSlot *slot) {
-    bool isnull;
-    text *action = DatumGetTextPP(slot_getattr(slot, kAction, &isnull));
-    std::string_view name = TextView(action);
-    for (int i = 0; i < filter->action_count; i++) {
-        text *wanted = DatumGetTextPP(filter->actions[i]);
-        if (name == TextView(wanted))
-            return true;
-    }
-    return false;
-}
-
-// Stops at the horizon and applies read_all's optional filters.
-Verdict FilterReadAll(TupleTableSlot *slot, void *state) {
-    auto *filter = static_cast<ReadAllFilter *>(state);
-    bool isnull;
-    if (DatumGetInt64(slot_getattr(slot, kPosition, &isnull)) >= filter->horizon)
-        return Verdict::kStop;
-    if (filter->actions != nullptr && !ActionWanted(filter, slot))
-        return Verdict::kSkip;
-    if (filter->has_since &&
-        DatumGetTimestampTz(slot_getattr(slot, kRecordedAt, &isnull)) < filter->since)
-        return Verdict::kSkip;
-    if (filter->payload_filter != 0 &&
-        !DatumGetBool(DirectFunctionCall2(jsonb_contains, slot_getattr(slot, kPayload, &isnull),
-                                          filter->payload_filter)))
-        return Verdict::kSkip;
-    return Verdict::kTake;
-}
-
 // Reads read_all's actions argument into filter (NULL: every action).
-void ActionsArgument(FunctionCallInfo fcinfo, int arg, ReadAllFilter *filter) {
+void ActionsArgument(FunctionCallInfo fcinfo, int arg, EventFilter *filter) {
     filter->actions = nullptr;
     filter->action_count = 0;
     if (PG_ARGISNULL(arg))
@@ -174,14 +123,11 @@ extern "C" Datum amebo_read_stream(PG_FUNCTION_ARGS) {
         int64 max_count = MaxCountArgument(fcinfo, 2);
         EventCatalog catalog = LookupEventCatalog();
         RequireSelectOnEvents(catalog);
-        Relation index = index_open(catalog.stream_version_index, AccessShareLock);
         ScanKeyData keys[2];
-        ScanKeyEntryInitialize(&keys[0], 0, 1, BTEqualStrategyNumber, InvalidOid,
-                               index->rd_indcollation[0], F_TEXTEQ, PointerGetDatum(stream));
-        ScanKeyInit(&keys[1], 2, BTGreaterStrategyNumber, F_INT8GT, Int64GetDatum(after_version));
-        index_close(index, NoLock);
-        ScanIntoResult(fcinfo, catalog, catalog.stream_version_index, GetActiveSnapshot(), keys, 2,
-                       max_count, nullptr, nullptr);
+        StreamKeys(catalog, stream, after_version, keys);
+        ReturnSetInfo *result = MaterializedResult(fcinfo);
+        ScanEvents(catalog, catalog.stream_version_index, GetActiveSnapshot(), keys, 2, max_count,
+                   TakeAll, result);
         return (Datum)0;
     });
 }
@@ -192,7 +138,7 @@ extern "C" Datum amebo_read_all(PG_FUNCTION_ARGS) {
     return pg::Entry([&] {
         int64 after_position = NonNegativeArgument(fcinfo, 0, "after_position");
         int64 max_count = MaxCountArgument(fcinfo, 1);
-        ReadAllFilter filter;
+        EventFilter filter;
         ActionsArgument(fcinfo, 2, &filter);
         filter.has_since = !PG_ARGISNULL(3);
         filter.since = filter.has_since ? PG_GETARG_TIMESTAMPTZ(3) : 0;
@@ -210,9 +156,10 @@ extern "C" Datum amebo_read_all(PG_FUNCTION_ARGS) {
         filter.horizon = inflight::SafeHorizon(catalog.position_sequence);
         Snapshot snapshot = RegisterSnapshot(GetLatestSnapshot());
         ScanKeyData key;
-        ScanKeyInit(&key, 1, BTGreaterStrategyNumber, F_INT8GT, Int64GetDatum(after_position));
-        ScanIntoResult(fcinfo, catalog, catalog.position_index, snapshot, &key, 1, max_count,
-                       FilterReadAll, &filter);
+        PositionKey(after_position, &key);
+        FilteredResult filtered{&filter, MaterializedResult(fcinfo)};
+        ScanEvents(catalog, catalog.position_index, snapshot, &key, 1, max_count, TakeFiltered,
+                   &filtered);
         UnregisterSnapshot(snapshot);
         return (Datum)0;
     });
@@ -222,8 +169,7 @@ extern "C" Datum amebo_read_all(PG_FUNCTION_ARGS) {
 // position each took; read_all returns nothing at or beyond the smallest of them.
 extern "C" Datum amebo_inflight_appends(PG_FUNCTION_ARGS) {
     return pg::Entry([&] {
-        InitMaterializedSRF(fcinfo, 0);
-        auto *result = reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);
+        ReturnSetInfo *result = MaterializedResult(fcinfo);
         int max = inflight::SlotCount();
         auto *open =
             static_cast<inflight::OpenAppend *>(palloc(sizeof(inflight::OpenAppend) * (max + 1)));
