@@ -1,9 +1,13 @@
 // The library's entry point: PostgreSQL calls _PG_init once per process that loads amebo.
 #include "pg/guard.hpp"
+#include "pg/shared_memory.hpp"
 #include "registry/action_rules.hpp"
 #include "settings.hpp"
+#include "state/inline_projections.hpp"
+#include "state/rebuild.hpp"
 #include "store/event_table.hpp"
 #include "store/inflight.hpp"
+#include "worker/worker.hpp"
 
 extern "C" {
 PG_MODULE_MAGIC;
@@ -17,5 +21,9 @@ void _PG_init(void) {
         amebo::store::inflight::Init();
         amebo::store::InitEventTable();
         amebo::registry::InitActionRules();
+        amebo::state::InitInlineProjections();
+        amebo::state::InitRebuild();
+        amebo::worker::Init();
+        amebo::pg::InstallSharedMemoryHooks();
     });
 }

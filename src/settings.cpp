@@ -8,6 +8,9 @@ namespace amebo::settings {
 
 int max_payload_size = 1024 * 1024;
 int unknown_actions = registry::kAllowUnknownActions;
+int snapshots_to_keep = 3;
+char *database_name = nullptr;
+int worker_naptime = 1000;
 
 namespace {
 
@@ -35,6 +38,18 @@ void Init() {
         "Superuser-only: it is a data-quality policy that roles must not lift for themselves.",
         &unknown_actions, registry::kAllowUnknownActions, kUnknownActionsOptions, PGC_SUSET, 0,
         nullptr, nullptr, nullptr);
+    DefineCustomIntVariable("amebo.snapshots_to_keep",
+                            "How many snapshots per stream save_snapshot keeps (the newest).",
+                            nullptr, &snapshots_to_keep, 3, 1, 1000, PGC_USERSET, 0, nullptr,
+                            nullptr, nullptr);
+    DefineCustomStringVariable("amebo.database_name",
+                               "The database the amebo background worker serves.",
+                               "A change restarts the worker on the new database.", &database_name,
+                               "postgres", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable(
+        "amebo.worker_naptime", "How long the background worker sleeps when no commit wakes it.",
+        "Commits that append events wake it at once; this is the fallback.", &worker_naptime, 1000,
+        10, 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr, nullptr);
     MarkGUCPrefixReserved("amebo");
 }
 

@@ -37,6 +37,7 @@ struct Registration {
 std::unordered_map<std::string, ActionRule> g_rules;
 bool g_rules_stale = false;
 Oid g_actions_relid = InvalidOid;
+Oid g_schemas_relid = InvalidOid;
 
 // Reads an action's registration; an absent registry (extension 1.0) registers nothing.
 void ReadRegistration(const char *action, Registration *out) {
@@ -48,6 +49,7 @@ void ReadRegistration(const char *action, Registration *out) {
     if (!OidIsValid(actions))
         return;
     g_actions_relid = actions;
+    g_schemas_relid = get_relname_relid("action_schemas", schema_oid);
     MemoryContext caller = CurrentMemoryContext;
     SPI_connect();
     Oid argtypes[1] = {TEXTOID};
@@ -94,9 +96,10 @@ const ActionRule &Rule(text *action) {
     return g_rules.emplace(std::move(name), std::move(rule)).first->second;
 }
 
-// Marks the cache stale when amebo.actions is invalidated (or everything is).
+// Marks the cache stale when amebo.actions or amebo.action_schemas is invalidated (or
+// everything is).
 void OnRelcacheInvalidation(Datum, Oid relid) {
-    if (relid == InvalidOid || relid == g_actions_relid)
+    if (relid == InvalidOid || relid == g_actions_relid || relid == g_schemas_relid)
         g_rules_stale = true;
 }
 

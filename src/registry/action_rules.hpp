@@ -1,8 +1,8 @@
 // What the registry demands of each appended payload, cached per backend.
 //
 // The cache maps an action name to its registration and compiled schema. Statement triggers
-// on amebo.actions and amebo.action_schemas send a relcache invalidation for amebo.actions
-// at commit; every backend's callback then marks its cache stale, and the next append reloads.
+// on amebo.actions and amebo.action_schemas send a relcache invalidation of their table at
+// commit; every backend's callback then marks its cache stale, and the next append reloads.
 #pragma once
 
 #include "pg/postgres.hpp"

@@ -104,15 +104,15 @@ extern "C" Datum amebo_generate_secret(PG_FUNCTION_ARGS) {
     });
 }
 
-// Statement trigger on amebo.actions and amebo.action_schemas: at commit, every backend
-// drops its cached rules (registry/action_rules.hpp).
+// Statement trigger on the tables behind amebo's per-backend caches (actions, action_schemas,
+// projections): at commit, a relcache invalidation of the table reaches every backend, whose
+// callback empties the cache that depends on it.
 extern "C" Datum amebo_registry_changed(PG_FUNCTION_ARGS) {
     return pg::Entry([&] {
         if (!CALLED_AS_TRIGGER(fcinfo))
             throw Error(sqlstate::kObjectNotInPrerequisiteState,
                         "amebo.registry_changed() must be called as a trigger");
-        Oid actions = get_relname_relid("actions", get_namespace_oid("amebo", false));
-        CacheInvalidateRelcacheByRelid(actions);
+        CacheInvalidateRelcache(reinterpret_cast<TriggerData *>(fcinfo->context)->tg_relation);
         return PointerGetDatum(nullptr);
     });
 }

@@ -15,6 +15,7 @@
 #include "pg/guard.hpp"
 #include "registry/action_rules.hpp"
 #include "settings.hpp"
+#include "state/inline_projections.hpp"
 #include "store/arguments.hpp"
 #include "store/event_table.hpp"
 #include "store/inflight.hpp"
@@ -232,9 +233,10 @@ void ClaimEventId(AppendTarget *target, pg_uuid_t *id) {
     }
 }
 
-// Writes the batch at versions head+1 .. head+count.
-void InsertBatch(AppendTarget *target, text *stream, const NewEvent *events, int count,
-                 int64 head) {
+// Writes the batch at versions head+1 .. head+count; with rows non-null, also returns the
+// rows as composite datums (for inline projections).
+void InsertBatch(AppendTarget *target, text *stream, const NewEvent *events, int count, int64 head,
+                 Datum *rows) {
     TimestampTz recorded_at = GetCurrentTransactionStartTimestamp();
     Datum *values = target->values;
     for (int i = 0; i < count; i++) {
@@ -253,14 +255,15 @@ void InsertBatch(AppendTarget *target, text *stream, const NewEvent *events, int
             values[kSchemaVersion - 1] = Int32GetDatum(event.schema_version);
             target->nulls[kSchemaVersion - 1] = event.schema_version == 0;
         }
+        Datum *row = rows ? &rows[i] : nullptr;
         if (event.event_id == nullptr) {
-            InsertEvent(target);
+            InsertEvent(target, row);
             continue;
         }
         LOCKTAG id_lock = ShortLockTag(event.event_id->data, UUID_LEN, kEventIdLockKind);
         LockAcquire(&id_lock, ExclusiveLock, false, false);
         ClaimEventId(target, event.event_id);
-        InsertEvent(target);
+        InsertEvent(target, row);
         LockRelease(&id_lock, ExclusiveLock, false);
     }
 }
@@ -289,8 +292,16 @@ int64 AppendBatch(text *stream, const NewEvent *events, int count, bool has_expe
             if (retry == Retry::kNew) {
                 if (has_expected && expected != version)
                     VersionConflict(stream, expected, version);
-                InsertBatch(target, stream, events, count, version);
+                Datum *rows = state::HaveInlineProjections()
+                                  ? static_cast<Datum *>(palloc(sizeof(Datum) * count))
+                                  : nullptr;
+                InsertBatch(target, stream, events, count, version, rows);
                 LockRelease(&lock, ExclusiveLock, false);
+                if (rows != nullptr) {
+                    // Let the handlers' queries see the new events.
+                    CommandCounterIncrement();
+                    state::DispatchInline(rows, count);
+                }
                 return version + count;
             }
         }

@@ -147,7 +147,7 @@ AppendTarget *OpenAppendTarget() {
     return target;
 }
 
-void InsertEvent(AppendTarget *target) {
+void InsertEvent(AppendTarget *target, Datum *copy) {
     MemoryContext saved = MemoryContextSwitchTo(GetPerTupleMemoryContext(target->estate));
     HeapTuple tuple =
         heap_form_tuple(RelationGetDescr(target->heap), target->values, target->nulls);
@@ -157,6 +157,8 @@ void InsertEvent(AppendTarget *target) {
                           nullptr, NIL);
     ExecClearTuple(target->insert_slot);
     MemoryContextSwitchTo(saved);
+    if (copy != nullptr)
+        *copy = heap_copy_tuple_as_datum(tuple, RelationGetDescr(target->heap));
     ResetPerTupleExprContext(target->estate);
 }
 

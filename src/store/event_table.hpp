@@ -50,8 +50,9 @@ struct AppendTarget {
 // Returns the transaction's append handle, opening it on first use.
 AppendTarget *OpenAppendTarget();
 
-// Inserts one event row (target->values/nulls hold it) with all its index entries.
-void InsertEvent(AppendTarget *target);
+// Inserts one event row (target->values/nulls hold it) with all its index entries; with
+// copy non-null, also returns the row as a composite datum in the caller's memory context.
+void InsertEvent(AppendTarget *target, Datum *copy);
 
 // Installs the callbacks that close the append handle at transaction end.
 void InitEventTable();

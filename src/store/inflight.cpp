@@ -3,6 +3,8 @@
 
 #include "core/error.hpp"
 #include "pg/guard.hpp"
+#include "pg/shared_memory.hpp"
+#include "worker/worker.hpp"
 
 namespace amebo::store::inflight {
 
@@ -25,30 +27,16 @@ struct SharedState {
 
 SharedState *g_shared = nullptr;
 bool g_published = false;
-shmem_request_hook_type g_prev_shmem_request = nullptr;
-shmem_startup_hook_type g_prev_shmem_startup = nullptr;
 
 // Bytes of shared memory needed for MaxBackends slots.
 Size SharedSize() {
     return add_size(offsetof(SharedState, slots), mul_size(MaxBackends, sizeof(Slot)));
 }
 
-// Asks the postmaster for our shared memory.
-void RequestShmem() {
-    if (g_prev_shmem_request)
-        g_prev_shmem_request();
-    RequestAddinShmemSpace(SharedSize());
-}
-
-// Creates or attaches the shared slots.
-void StartupShmem() {
-    if (g_prev_shmem_startup)
-        g_prev_shmem_startup();
-    LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-    bool found = false;
-    g_shared =
-        static_cast<SharedState *>(ShmemInitStruct("amebo inflight appends", SharedSize(), &found));
-    if (!found) {
+// Initializes the shared slots (once) and remembers where they are.
+void AttachShmem(void *memory, bool created) {
+    g_shared = static_cast<SharedState *>(memory);
+    if (created) {
         g_shared->tranche_id = LWLockNewTrancheId();
         g_shared->slot_count = MaxBackends;
         for (int i = 0; i < MaxBackends; i++) {
@@ -59,9 +47,10 @@ void StartupShmem() {
             slot->first_position = 0;
         }
     }
-    LWLockRelease(AddinShmemInitLock);
     LWLockRegisterTranche(g_shared->tranche_id, "amebo_inflight");
 }
+
+const pg::SharedSegment kSegment = {"amebo inflight appends", SharedSize, AttachShmem};
 
 // This backend's slot.
 Slot *MySlot() {
@@ -96,6 +85,10 @@ void OnTransactionEvent(XactEvent event, void *) {
                             "Appends hold back amebo.read_all until they commit.");
             break;
         case XACT_EVENT_COMMIT:
+            if (g_published)
+                worker::WakeForCommittedEvents();
+            Withdraw();
+            break;
         case XACT_EVENT_PARALLEL_COMMIT:
         case XACT_EVENT_ABORT:
         case XACT_EVENT_PARALLEL_ABORT:
@@ -133,10 +126,7 @@ int64 SequenceLastValue(Oid sequence) {
 void Init() {
     if (!process_shared_preload_libraries_in_progress)
         return;
-    g_prev_shmem_request = shmem_request_hook;
-    shmem_request_hook = RequestShmem;
-    g_prev_shmem_startup = shmem_startup_hook;
-    shmem_startup_hook = StartupShmem;
+    pg::RegisterSharedSegment(&kSegment);
     RegisterXactCallback(OnTransactionEvent, nullptr);
     before_shmem_exit(OnExit, 0);
 }

@@ -14,8 +14,9 @@
 
 namespace amebo::store::inflight {
 
-// Installs the shared memory hooks (only when loaded by shared_preload_libraries) and the
-// transaction callback that withdraws a backend's publication at commit or abort.
+// Registers the shared memory segment (only when loaded by shared_preload_libraries) and the
+// transaction callback that withdraws a backend's publication at commit or abort (and, at
+// commit, wakes the background worker).
 void Init();
 
 // True when the shared memory exists, i.e. amebo was in shared_preload_libraries.

@@ -94,6 +94,17 @@ PG_FUNCTION_INFO_V1(amebo_stream_version);
 PG_FUNCTION_INFO_V1(amebo_read_stream);
 PG_FUNCTION_INFO_V1(amebo_read_all);
 PG_FUNCTION_INFO_V1(amebo_inflight_appends);
+PG_FUNCTION_INFO_V1(amebo_settled_position);
+}
+
+// amebo.settled_position(): every position at or below it is committed and visible to a
+// snapshot taken afterwards, or will never commit.
+extern "C" Datum amebo_settled_position(PG_FUNCTION_ARGS) {
+    return pg::Entry([&] {
+        EventCatalog catalog = LookupEventCatalog();
+        RequireSelectOnEvents(catalog);
+        return Int64GetDatum(inflight::SafeHorizon(catalog.position_sequence) - 1);
+    });
 }
 
 // amebo.stream_version(stream): the stream's version in the caller's snapshot, 0 if empty.

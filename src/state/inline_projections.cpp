@@ -1,0 +1,151 @@
+// The per-backend cache of inline projections and their dispatch.
+#include "state/inline_projections.hpp"
+
+#include <string>
+#include <vector>
+
+#include "pg/guard.hpp"
+#include "pg/text_view.hpp"
+#include "state/spi_rows.hpp"
+#include "store/event_table.hpp"
+
+extern "C" {
+#include "utils/array.h"
+}
+
+namespace amebo::state {
+
+namespace {
+
+// One inline projection, ready to call.
+struct InlineProjection {
+    std::string name;
+    FmgrInfo handler;
+    std::vector<std::string> actions; // empty: every action
+};
+
+std::vector<InlineProjection> g_projections;
+bool g_loaded = false;
+Oid g_projections_relid = InvalidOid;
+
+// The inline projections as amebo.projections lists them (none before extension 1.2).
+struct ProjectionRow {
+    char *name;
+    Oid handler;
+    Datum *actions;
+    int action_count;
+};
+
+// Reads the inline projections into rows (PostgreSQL side: plain values only).
+int ReadInlineProjections(ProjectionRow **rows) {
+    Oid schema = get_namespace_oid("amebo", true);
+    Oid relid = OidIsValid(schema) ? get_relname_relid("projections", schema) : InvalidOid;
+    g_projections_relid = relid;
+    *rows = nullptr;
+    if (!OidIsValid(relid))
+        return 0;
+    SPI_connect();
+    uint64 count = SpiQuery("SELECT name, handler::oid, actions FROM amebo.projections "
+                            "WHERE mode = 'inline' ORDER BY name",
+                            0, nullptr, nullptr, true);
+    MemoryContext spi = MemoryContextSwitchTo(CurTransactionContext);
+    *rows = static_cast<ProjectionRow *>(palloc0(sizeof(ProjectionRow) * (count + 1)));
+    MemoryContextSwitchTo(spi);
+    for (uint64 i = 0; i < count; i++) {
+        HeapTuple tuple = SPI_tuptable->vals[i];
+        TupleDesc desc = SPI_tuptable->tupdesc;
+        bool isnull;
+        ProjectionRow &row = (*rows)[i];
+        MemoryContext old = MemoryContextSwitchTo(CurTransactionContext);
+        row.name = SPI_getvalue(tuple, desc, 1);
+        row.handler = DatumGetObjectId(SPI_getbinval(tuple, desc, 2, &isnull));
+        Datum actions = SPI_getbinval(tuple, desc, 3, &isnull);
+        if (!isnull) {
+            bool *nulls;
+            deconstruct_array(DatumGetArrayTypePCopy(actions), TEXTOID, -1, false, TYPALIGN_INT,
+                              &row.actions, &nulls, &row.action_count);
+        }
+        MemoryContextSwitchTo(old);
+    }
+    SPI_finish();
+    return static_cast<int>(count);
+}
+
+// Loads the cache if an invalidation emptied it.
+void EnsureLoaded() {
+    pg::Call([] { AcceptInvalidationMessages(); });
+    if (g_loaded)
+        return;
+    ProjectionRow *rows = nullptr;
+    int count = pg::Call([&] { return ReadInlineProjections(&rows); });
+    std::vector<InlineProjection> projections(count);
+    for (int i = 0; i < count; i++) {
+        projections[i].name = rows[i].name;
+        Oid handler = rows[i].handler;
+        FmgrInfo *info = &projections[i].handler;
+        pg::Call([&] { fmgr_info_cxt(handler, info, TopMemoryContext); });
+        for (int a = 0; a < rows[i].action_count; a++)
+            projections[i].actions.emplace_back(pg::TextView(DatumGetTextPP(rows[i].actions[a])));
+    }
+    g_projections = std::move(projections);
+    g_loaded = true;
+}
+
+// True when the projection wants events of this action.
+bool Wants(const InlineProjection &projection, std::string_view action) {
+    if (projection.actions.empty())
+        return true;
+    for (const auto &wanted : projection.actions)
+        if (wanted == action)
+            return true;
+    return false;
+}
+
+// Empties the cache when amebo.projections changes (or everything is invalidated).
+void OnRelcacheInvalidation(Datum, Oid relid) {
+    if (relid == InvalidOid || relid == g_projections_relid)
+        g_loaded = false;
+}
+
+// The action of an event given as a composite datum.
+std::string_view EventAction(Datum event) {
+    HeapTupleHeader header = DatumGetHeapTupleHeader(event);
+    bool isnull;
+    Datum action = GetAttributeByNum(header, store::kAction, &isnull);
+    return pg::TextView(DatumGetTextPP(action));
+}
+
+} // namespace
+
+void CallHandler(FmgrInfo *handler, Datum event) {
+    LOCAL_FCINFO(fcinfo, 1);
+    InitFunctionCallInfoData(*fcinfo, handler, 1, InvalidOid, nullptr, nullptr);
+    fcinfo->args[0].value = event;
+    fcinfo->args[0].isnull = false;
+    (void)FunctionCallInvoke(fcinfo);
+}
+
+bool HaveInlineProjections() {
+    EnsureLoaded();
+    return !g_projections.empty();
+}
+
+void DispatchInline(const Datum *events, int count) {
+    EnsureLoaded();
+    for (int i = 0; i < count; i++) {
+        Datum event = events[i];
+        std::string_view action = pg::Call([&] { return EventAction(event); });
+        for (auto &projection : g_projections) {
+            if (!Wants(projection, action))
+                continue;
+            FmgrInfo *handler = &projection.handler;
+            pg::Call([&] { CallHandler(handler, event); });
+        }
+    }
+}
+
+void InitInlineProjections() {
+    CacheRegisterRelcacheCallback(OnRelcacheInvalidation, (Datum)0);
+}
+
+} // namespace amebo::state

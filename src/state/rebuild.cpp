@@ -1,0 +1,260 @@
+// amebo.rebuild_projection: empty a read model and replay the events into it, with progress
+// in shared memory (amebo.rebuild_progress) and cancellation like any query.
+#include <string>
+
+#include "core/error.hpp"
+#include "pg/guard.hpp"
+#include "pg/shared_memory.hpp"
+#include "state/inline_projections.hpp"
+#include "state/rebuild.hpp"
+#include "state/spi_rows.hpp"
+#include "store/inflight.hpp"
+#include "store/scan.hpp"
+
+extern "C" {
+#include "storage/spin.h"
+#include "utils/array.h"
+}
+
+namespace amebo::state {
+
+namespace {
+
+// One backend's rebuild in progress.
+struct ProgressSlot {
+    slock_t mutex;
+    int pid;
+    char projection[NAMEDATALEN];
+    int64 replayed;
+    int64 total;
+    TimestampTz started_at;
+};
+
+// Every backend's slot.
+struct ProgressShared {
+    int slot_count;
+    ProgressSlot slots[FLEXIBLE_ARRAY_MEMBER];
+};
+
+ProgressShared *g_progress = nullptr;
+bool g_reporting = false;
+
+// The shared array's size.
+Size ProgressSize() {
+    return add_size(offsetof(ProgressShared, slots), mul_size(MaxBackends, sizeof(ProgressSlot)));
+}
+
+// Initializes the slots once.
+void AttachProgress(void *memory, bool created) {
+    g_progress = static_cast<ProgressShared *>(memory);
+    if (created) {
+        g_progress->slot_count = MaxBackends;
+        for (int i = 0; i < MaxBackends; i++) {
+            SpinLockInit(&g_progress->slots[i].mutex);
+            g_progress->slots[i].pid = 0;
+        }
+    }
+}
+
+const pg::SharedSegment kSegment = {"amebo rebuild progress", ProgressSize, AttachProgress};
+
+// This backend's slot, if shared memory exists.
+ProgressSlot *MyProgress() {
+    if (g_progress == nullptr || MyBackendId == InvalidBackendId ||
+        MyBackendId > g_progress->slot_count)
+        return nullptr;
+    return &g_progress->slots[MyBackendId - 1];
+}
+
+// Publishes the rebuild's state; pid 0 ends it.
+void ReportProgress(int pid, const char *projection, int64 replayed, int64 total) {
+    ProgressSlot *slot = MyProgress();
+    if (slot == nullptr)
+        return;
+    SpinLockAcquire(&slot->mutex);
+    if (slot->pid != pid)
+        slot->started_at = GetCurrentTimestamp();
+    slot->pid = pid;
+    strlcpy(slot->projection, projection, NAMEDATALEN);
+    slot->replayed = replayed;
+    slot->total = total;
+    SpinLockRelease(&slot->mutex);
+    g_reporting = pid != 0;
+}
+
+// Clears the slot when the rebuild's transaction ends, however it ends.
+void OnTransactionEvent(XactEvent event, void *) {
+    if (g_reporting && (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT))
+        ReportProgress(0, "", 0, 0);
+}
+
+// The projection to rebuild, locked FOR UPDATE (so the worker skips it meanwhile).
+struct Target {
+    Oid handler;
+    Oid reset;
+    bool async;
+    Datum *actions;
+    int action_count;
+    int64 total;
+};
+
+// Locks and reads the projection; counts the events to replay.
+void LockTarget(text *name, bool has_since, TimestampTz since, Target *target) {
+    SPI_connect();
+    Oid argtypes[1] = {TEXTOID};
+    Datum args[1] = {PointerGetDatum(name)};
+    if (SpiQuery("SELECT handler::oid, reset_handler::oid, mode = 'async', actions "
+                 "FROM amebo.projections WHERE name = $1 FOR UPDATE",
+                 1, argtypes, args, false) != 1) {
+        SPI_finish();
+        throw Error("42704",
+                    "projection \"" + std::string(text_to_cstring(name)) + "\" does not exist");
+    }
+    bool isnull;
+    target->handler = DatumGetObjectId(SpiValue(1, &isnull));
+    Datum reset = SpiValue(2, &isnull);
+    target->reset = isnull ? InvalidOid : DatumGetObjectId(reset);
+    target->async = DatumGetBool(SpiValue(3, &isnull));
+    Datum actions = SpiValue(4, &isnull);
+    bool all_actions = isnull;
+    // An inline projection must not miss appends made while it is rebuilt: block them.
+    if (!target->async)
+        SpiQuery("LOCK TABLE amebo.events IN SHARE MODE", 0, nullptr, nullptr, false);
+    Oid count_types[2] = {TEXTARRAYOID, TIMESTAMPTZOID};
+    Datum count_args[2] = {actions, TimestampTzGetDatum(since)};
+    char count_nulls[3] = {static_cast<char>(all_actions ? 'n' : ' '),
+                           static_cast<char>(has_since ? ' ' : 'n'), '\0'};
+    SPI_execute_with_args(
+        "SELECT count(*) FROM amebo.events WHERE ($1 IS NULL OR action = ANY ($1)) "
+        "AND ($2 IS NULL OR recorded_at >= $2)",
+        2, count_types, count_args, count_nulls, true, 0);
+    target->total = DatumGetInt64(SpiValue(1, &isnull));
+    SPI_finish();
+    // After SPI_finish: the array must live in the caller's memory, not SPI's.
+    target->actions = nullptr;
+    target->action_count = 0;
+    if (!all_actions) {
+        bool *nulls;
+        deconstruct_array(DatumGetArrayTypeP(actions), TEXTOID, -1, false, TYPALIGN_INT,
+                          &target->actions, &nulls, &target->action_count);
+    }
+}
+
+// Replays one event into the projection.
+struct Replay {
+    const store::EventFilter *filter;
+    FmgrInfo handler;
+    const char *name;
+    int64 replayed;
+    int64 total;
+};
+
+// Applies the filter, calls the handler, reports progress every 100 events.
+store::Verdict ReplayEvent(TupleTableSlot *slot, void *data) {
+    auto *replay = static_cast<Replay *>(data);
+    store::Verdict verdict = store::ApplyFilter(*replay->filter, slot);
+    if (verdict != store::Verdict::kTake)
+        return verdict;
+    CallHandler(&replay->handler, ExecFetchSlotHeapTupleDatum(slot));
+    if (++replay->replayed % 100 == 0)
+        ReportProgress(MyProcPid, replay->name, replay->replayed, replay->total);
+    return verdict;
+}
+
+// Calls the projection's reset function (no arguments, void result).
+void CallReset(Oid function) {
+    FmgrInfo info;
+    fmgr_info(function, &info);
+    LOCAL_FCINFO(fcinfo, 0);
+    InitFunctionCallInfoData(*fcinfo, &info, 0, InvalidOid, nullptr, nullptr);
+    (void)FunctionCallInvoke(fcinfo);
+}
+
+// Sets an async projection's checkpoint after a rebuild and clears its error.
+void SetCheckpoint(text *name, int64 position) {
+    SPI_connect();
+    Oid argtypes[2] = {TEXTOID, INT8OID};
+    Datum args[2] = {PointerGetDatum(name), Int64GetDatum(position)};
+    SpiQuery("UPDATE amebo.projections SET position = $2, applied_at = now(), state = 'running', "
+             "error = NULL, error_position = NULL, error_at = NULL WHERE name = $1",
+             2, argtypes, args, false);
+    SPI_finish();
+}
+
+} // namespace
+
+void InitRebuild() {
+    if (!process_shared_preload_libraries_in_progress)
+        return;
+    pg::RegisterSharedSegment(&kSegment);
+    RegisterXactCallback(OnTransactionEvent, nullptr);
+}
+
+} // namespace amebo::state
+
+using namespace amebo;
+using namespace amebo::state;
+
+extern "C" {
+PG_FUNCTION_INFO_V1(amebo_rebuild_projection);
+PG_FUNCTION_INFO_V1(amebo_rebuild_progress);
+}
+
+// amebo.rebuild_projection(name, since) -> the number of events replayed
+extern "C" Datum amebo_rebuild_projection(PG_FUNCTION_ARGS) {
+    return pg::Entry([&] {
+        if (PG_ARGISNULL(0))
+            throw Error(sqlstate::kNullValueNotAllowed, "name must not be NULL");
+        text *name = PG_GETARG_TEXT_PP(0);
+        char *name_text = text_to_cstring(name);
+        store::EventFilter filter{};
+        filter.has_since = !PG_ARGISNULL(1);
+        filter.since = filter.has_since ? PG_GETARG_TIMESTAMPTZ(1) : 0;
+        Target target;
+        LockTarget(name, filter.has_since, filter.since, &target);
+        filter.actions = target.actions;
+        filter.action_count = target.action_count;
+        ReportProgress(MyProcPid, name_text, 0, target.total);
+        if (OidIsValid(target.reset))
+            CallReset(target.reset);
+        CommandCounterIncrement();
+        store::EventCatalog catalog = store::LookupEventCatalog();
+        // The horizon first, the snapshot second, as in read_all.
+        filter.horizon = store::inflight::SafeHorizon(catalog.position_sequence);
+        Snapshot snapshot = RegisterSnapshot(GetLatestSnapshot());
+        Replay replay{&filter, {}, name_text, 0, target.total};
+        fmgr_info(target.handler, &replay.handler);
+        ScanKeyData key;
+        store::PositionKey(0, &key);
+        store::ScanEvents(catalog, catalog.position_index, snapshot, &key, 1, -1, ReplayEvent,
+                          &replay);
+        UnregisterSnapshot(snapshot);
+        if (target.async)
+            SetCheckpoint(name, filter.horizon - 1);
+        ReportProgress(MyProcPid, name_text, replay.replayed, target.total);
+        return Int64GetDatum(replay.replayed);
+    });
+}
+
+// amebo.rebuild_progress() -> (pid, projection, replayed, total, started_at) per rebuild
+extern "C" Datum amebo_rebuild_progress(PG_FUNCTION_ARGS) {
+    return pg::Entry([&] {
+        InitMaterializedSRF(fcinfo, 0);
+        auto *result = reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);
+        for (int i = 0; g_progress != nullptr && i < g_progress->slot_count; i++) {
+            ProgressSlot copy;
+            ProgressSlot *slot = &g_progress->slots[i];
+            SpinLockAcquire(&slot->mutex);
+            memcpy(&copy, slot, sizeof(copy));
+            SpinLockRelease(&slot->mutex);
+            if (copy.pid == 0)
+                continue;
+            Datum values[5] = {Int32GetDatum(copy.pid), CStringGetTextDatum(copy.projection),
+                               Int64GetDatum(copy.replayed), Int64GetDatum(copy.total),
+                               TimestampTzGetDatum(copy.started_at)};
+            bool nulls[5] = {false, false, false, false, false};
+            tuplestore_putvalues(result->setResult, result->setDesc, values, nulls);
+        }
+        return (Datum)0;
+    });
+}
