@@ -18,7 +18,8 @@ PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Wno-register -Wno-unused-parameter \
 	-Wno-missing-field-initializers -fno-omit-frame-pointer $(AMEBO_WERROR)
 SHLIB_LINK = -lstdc++
 
-REGRESS = setup border append read_stream read_all immutability bad_input registry validation upgrade
+REGRESS = setup border append read_stream read_all immutability bad_input registry validation \
+	state projections upgrade
 REGRESS_OPTS = --temp-instance=tmp_check --temp-config=$(srcdir)/test/amebo.conf --load-extension=amebo
 ISOLATION = append_race retry_race read_all_gap schema_cache
 ISOLATION_OPTS = --temp-instance=tmp_check_iso --temp-config=$(srcdir)/test/amebo.conf \
