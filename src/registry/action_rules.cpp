@@ -9,6 +9,7 @@
 #include "core/schema/json_schema.hpp"
 #include "pg/guard.hpp"
 #include "pg/text_view.hpp"
+#include "registry/jsonb_check.hpp"
 #include "registry/jsonb_json.hpp"
 #include "settings.hpp"
 
@@ -137,6 +138,10 @@ int32 CheckPayload(text *action, Jsonb *payload, int element) {
     if (!rule.schema)
         return 0;
     std::shared_ptr<schema::CompiledSchema> compiled = rule.schema;
+    const schema::FastSchema *fast = compiled->fast();
+    if (fast != nullptr && pg::Call([&] { return FastHolds(*fast, payload); }))
+        return rule.schema_version;
+    // No fast form, or the fast check failed: valijson decides and explains.
     auto violations = compiled->Validate(JsonbToJson(payload));
     if (!violations.empty())
         SchemaViolation(action, rule.schema_version, element, violations);

@@ -7,6 +7,7 @@
 #include "core/schema/compatibility.hpp"
 #include "core/schema/json_schema.hpp"
 #include "pg/guard.hpp"
+#include "registry/jsonb_check.hpp"
 #include "registry/jsonb_json.hpp"
 
 extern "C" {
@@ -64,6 +65,13 @@ extern "C" Datum amebo_schema_violations(PG_FUNCTION_ARGS) {
         Jsonb *document = JsonbArgument(fcinfo, 1, "document");
         auto compiled = schema::CompiledSchema::Compile(registry::JsonbToJson(schema_jsonb));
         auto violations = compiled->Validate(registry::JsonbToJson(document));
+        // The fast check must agree with valijson, the reference; the conformance suite
+        // runs through here.
+        const schema::FastSchema *fast = compiled->fast();
+        if (fast != nullptr &&
+            pg::Call([&] { return registry::FastHolds(*fast, document); }) != violations.empty())
+            throw Error(sqlstate::kInternalError,
+                        "amebo's fast schema check disagrees with valijson on this document");
         pg::Call([&] { InitMaterializedSRF(fcinfo, 0); });
         auto *result = reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);
         for (const auto &violation : violations) {

@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <cctype>
+#include <string>
 #include <string_view>
 
 namespace amebo::schema {
@@ -102,7 +103,7 @@ bool IsUuid(std::string_view s) {
 }
 
 // Dotted-quad IPv4 without leading zeros.
-bool IsIpv4(const std::string &s) {
+bool IsIpv4(std::string_view s) {
     int parts = 0;
     std::size_t pos = 0;
     while (parts < 4) {
@@ -121,14 +122,14 @@ bool IsIpv4(const std::string &s) {
 }
 
 // An IPv6 address as inet_pton reads it.
-bool IsIpv6(const std::string &s) {
+bool IsIpv6(std::string_view s) {
     unsigned char buffer[16];
-    return inet_pton(AF_INET6, s.c_str(), buffer) == 1;
+    return inet_pton(AF_INET6, std::string(s).c_str(), buffer) == 1;
 }
 
 } // namespace
 
-bool FormatHolds(const std::string &format, const std::string &value) {
+bool FormatHolds(std::string_view format, std::string_view value) {
     if (format == "date")
         return IsDate(value);
     if (format == "time")

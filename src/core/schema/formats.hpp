@@ -1,12 +1,12 @@
 // The JSON Schema "format" values amebo checks. Pure C++.
 #pragma once
 
-#include <string>
+#include <string_view>
 
 namespace amebo::schema {
 
 // True when value is a valid instance of format: date, time, date-time (RFC 3339), email,
 // uuid, ipv4, ipv6. Formats amebo does not know are annotations and always hold.
-bool FormatHolds(const std::string &format, const std::string &value);
+bool FormatHolds(std::string_view format, std::string_view value);
 
 } // namespace amebo::schema

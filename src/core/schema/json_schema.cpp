@@ -16,6 +16,7 @@
 #include <valijson/validator.hpp>
 
 #include "core/error.hpp"
+#include "core/schema/fast_schema.hpp"
 #include "core/schema/formats.hpp"
 
 // valijson builds a std::regex on every "format" check; amebo checks formats with its own
@@ -73,6 +74,7 @@ void CheckPatterns(const nlohmann::json &schema) {
 struct CompiledSchema::Impl {
     valijson::Schema schema;
     valijson::Validator validator;
+    std::unique_ptr<FastSchema> fast;
 };
 
 CompiledSchema::CompiledSchema(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -88,6 +90,7 @@ std::shared_ptr<CompiledSchema> CompiledSchema::Compile(const nlohmann::json &sc
         valijson::SchemaParser parser(valijson::SchemaParser::kDraft7);
         valijson::adapters::NlohmannJsonAdapter adapter(schema);
         parser.populateSchema(adapter, impl->schema);
+        impl->fast = CompileFast(schema);
     } catch (const Error &) {
         throw;
     } catch (const std::exception &e) {
@@ -95,6 +98,10 @@ std::shared_ptr<CompiledSchema> CompiledSchema::Compile(const nlohmann::json &sc
                     "amebo accepts JSON Schema draft 7 without remote references.");
     }
     return std::shared_ptr<CompiledSchema>(new CompiledSchema(std::move(impl)));
+}
+
+const FastSchema *CompiledSchema::fast() const {
+    return impl_->fast.get();
 }
 
 std::vector<Violation> CompiledSchema::Validate(const nlohmann::json &document) {

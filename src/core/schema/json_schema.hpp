@@ -9,6 +9,8 @@
 
 namespace amebo::schema {
 
+struct FastSchema;
+
 // One way a document fails a schema: where (a JSON Pointer) and which rule.
 struct Violation {
     std::string path;
@@ -23,6 +25,9 @@ class CompiledSchema {
 
     // The ways document fails the schema, most specific first; empty when it is valid.
     std::vector<Violation> Validate(const nlohmann::json &document);
+
+    // The schema's fast form (core/schema/fast_schema.hpp), or nullptr if it has none.
+    const FastSchema *fast() const;
 
     ~CompiledSchema();
 
