@@ -12,7 +12,9 @@
 --          and per-stream concurrency safety through a streams table whose row is locked
 --          (SELECT ... FOR UPDATE) for the rest of the transaction. Row locks, unlike
 --          advisory locks, take no lock-table space, so one transaction can append to
---          100,000 streams, as amebo can.
+--          100,000 streams, as amebo can. append_event; append_events written set-based
+--          (one INSERT ... SELECT per batch, as a user fluent in SQL would) and
+--          append_events_loop (the same with a FOR loop and one INSERT per event).
 
 DROP SCHEMA IF EXISTS plain CASCADE;
 DROP SCHEMA IF EXISTS plstore CASCADE;
@@ -174,6 +176,72 @@ BEGIN
            coalesce(nullif(e -> 'metadata', 'null'::jsonb), '{}'), now()
       FROM jsonb_array_elements(p_events) WITH ORDINALITY AS t(e, n)
      ORDER BY n;
+    UPDATE plstore.streams SET version = v_version + v_count WHERE stream = p_stream;
+    RETURN v_version + v_count;
+END
+$$;
+
+-- The same as append_events, written as a loop: one INSERT per event.
+CREATE FUNCTION plstore.append_events_loop(p_stream text, p_events jsonb,
+                                           p_expected_version bigint DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_version bigint;
+    v_event jsonb;
+    v_stored plstore.events;
+    v_stored_count integer := 0;
+    v_same boolean := true;
+    v_count integer := 0;
+BEGIN
+    IF p_stream IS NULL OR p_events IS NULL THEN
+        RAISE EXCEPTION 'stream and events must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    IF jsonb_typeof(p_events) <> 'array' OR jsonb_array_length(p_events) = 0 THEN
+        RAISE EXCEPTION 'events must be a non-empty JSON array' USING ERRCODE = '22023';
+    END IF;
+    FOR v_event IN SELECT e FROM jsonb_array_elements(p_events) AS e LOOP
+        IF jsonb_typeof(v_event -> 'action') IS DISTINCT FROM 'string'
+           OR jsonb_typeof(v_event -> 'payload') IS DISTINCT FROM 'object' THEN
+            RAISE EXCEPTION 'every event needs a string action and an object payload'
+                USING ERRCODE = '22023';
+        END IF;
+    END LOOP;
+    v_version := plstore.lock_stream(p_stream);
+    FOR v_event IN SELECT e FROM jsonb_array_elements(p_events) AS e LOOP
+        IF jsonb_typeof(v_event -> 'event_id') = 'string' THEN
+            SELECT * INTO v_stored FROM plstore.events
+             WHERE event_id = (v_event ->> 'event_id')::uuid;
+            IF FOUND THEN
+                v_stored_count := v_stored_count + 1;
+                v_same := v_same AND v_stored.stream = p_stream
+                          AND v_stored.action = v_event ->> 'action'
+                          AND v_stored.payload = v_event -> 'payload';
+            END IF;
+        END IF;
+    END LOOP;
+    IF v_stored_count > 0 THEN
+        IF v_stored_count = jsonb_array_length(p_events) AND v_same THEN
+            RETURN (SELECT max(version) FROM plstore.events e
+                     WHERE event_id IN (SELECT (x ->> 'event_id')::uuid
+                                          FROM jsonb_array_elements(p_events) AS x));
+        END IF;
+        RAISE EXCEPTION 'the batch is partly stored already, or with other content'
+            USING ERRCODE = 'AM002';
+    END IF;
+    IF p_expected_version IS NOT NULL AND p_expected_version <> v_version THEN
+        RAISE EXCEPTION 'version conflict on stream "%": expected version %, actual version %',
+            p_stream, p_expected_version, v_version USING ERRCODE = 'AM001';
+    END IF;
+    FOR v_event IN SELECT e FROM jsonb_array_elements(p_events) AS e LOOP
+        v_count := v_count + 1;
+        INSERT INTO plstore.events
+            (position, event_id, stream, version, action, payload, metadata, recorded_at)
+        VALUES (nextval('plstore.events_position_seq'),
+                coalesce((v_event ->> 'event_id')::uuid, amebo.new_event_id()),
+                p_stream, v_version + v_count, v_event ->> 'action', v_event -> 'payload',
+                coalesce(nullif(v_event -> 'metadata', 'null'::jsonb), '{}'), now());
+    END LOOP;
     UPDATE plstore.streams SET version = v_version + v_count WHERE stream = p_stream;
     RETURN v_version + v_count;
 END

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Benchmarks amebo's append path against a plain INSERT (the physical limit) and a PL/pgSQL
+# event store (bench/baselines.sql), and the cost of JSON Schema validation on append
+# (bench/validation.py), on a throwaway cluster; writes bench/RESULTS.md and prints it. As the tests and the demonstration do (test/lib/prepare.sh), it installs missing
+# packages, builds and installs amebo, and runs as an unprivileged user, so it works as root
+# or as a user who may sudo.
+# Usage: bash bench/run.sh (or make bench); about 6 minutes.
+#   BENCH_NO_BUILD=1   benchmark the amebo already installed (no build, no make install)
+#   BENCH_PORT=N       the cluster's port (default: the first free one from 55432)
+#   BENCH_ROUNDS, BENCH_PGBENCH_ROUNDS, BENCH_PGBENCH_SECONDS, BENCH_CONTENTION_ROUNDS,
+#   BENCH_CONTENTION_SECONDS, BENCH_EVENTS, BENCH_PARTS (e.g. "1,3"): see bench/bench.py.
+# Exits 0 whether the targets are met or not (PASS/MISS is in the report); non-zero only when
+# the benchmark could not run. Leaves nothing running.
+# shellcheck source-path=SCRIPTDIR/..
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The part that runs as the unprivileged user, in its work tree: cluster up, benchmarks,
+# cluster down. Argument: the report to write.
+run_benchmarks() {
+    local out=$1 python="" candidate port dir
+    for candidate in python3 /usr/bin/python3; do
+        if "$candidate" -c 'import psycopg' 2>/dev/null; then
+            python=$candidate
+            break
+        fi
+    done
+    if [ -z "$python" ]; then
+        echo "no python3 with psycopg (Debian: python3-psycopg)" >&2
+        return 1
+    fi
+    source test/lib/cluster.sh
+    # A port nothing listens on (other clusters may run on this machine).
+    port=${BENCH_PORT:-}
+    for candidate in $(seq 55432 55499); do
+        [ -n "$port" ] && break
+        (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null || port=$candidate
+    done
+    dir=$(mktemp -d /tmp/amebo-bench.XXXXXX)
+    # shellcheck disable=SC2064 # expand dir now: the trap runs after the function returned
+    trap "cluster_stop '$dir'; rm -rf '$dir'" EXIT
+    # fsync on (test/amebo.conf turns it off) so that synchronous_commit matters; JIT off so
+    # that no variant pays for compiling its plan; no autovacuum or timed checkpoint running
+    # into a measurement (the benchmark checkpoints before each one).
+    cluster_start "$dir" "$port" \
+        "fsync = on" \
+        "jit = off" \
+        "shared_buffers = 512MB" \
+        "max_wal_size = 8GB" \
+        "checkpoint_timeout = 30min" \
+        "autovacuum = off"
+    "$python" bench/bench.py --host "$dir" --port "$port" --out "$out" --logdir "$dir/pgbench"
+    # Validation on append (JSON Schema): appends its section to the same report.
+    "$python" bench/validation.py --host "$dir" --port "$port" --out "$out"
+}
+
+if [ "${1:-}" = "--as-user" ]; then
+    (run_benchmarks bench/RESULTS.md)
+    exit
+fi
+
+source test/lib/prepare.sh
+if [ "${BENCH_NO_BUILD:-0}" = 1 ]; then
+    # amebo_prepare without its build and install: packages, user and work tree only.
+    # shellcheck disable=SC2317 # called by amebo_prepare
+    make() { :; }
+    # shellcheck disable=SC2317
+    as_root() { :; }
+    amebo_prepare
+    unset -f make as_root
+    if [ ! -f "$(pg_config --sharedir)/extension/amebo.control" ]; then
+        echo "amebo is not installed (run without BENCH_NO_BUILD=1 to build it)" >&2
+        exit 1
+    fi
+else
+    echo "== building and installing amebo"
+    amebo_prepare >/dev/null
+fi
+if [ "$AMEBO_WORK" != "$AMEBO_TOP" ]; then
+    # shellcheck disable=SC2064
+    trap "rm -rf '$AMEBO_WORK'" EXIT
+fi
+
+BENCH_SOURCE=$(git -C "$AMEBO_TOP" describe --always --dirty 2>/dev/null || echo unknown)
+export BENCH_SOURCE
+echo "== benchmarking (progress on stderr)"
+as_test_user "bash bench/run.sh --as-user"
+if [ "$AMEBO_WORK" != "$AMEBO_TOP" ]; then
+    cp "$AMEBO_WORK/bench/RESULTS.md" "$AMEBO_TOP/bench/RESULTS.md"
+fi
+echo
+cat "$AMEBO_TOP/bench/RESULTS.md"
