@@ -13,6 +13,9 @@ namespace {
 
 AppendTarget *g_target = nullptr;
 bool g_target_stale = false;
+// The catalog's OIDs, kept across transactions until one of its relations is invalidated.
+EventCatalog g_catalog;
+bool g_catalog_valid = false;
 
 // The OID of a relation in schema amebo, or an error naming what is missing.
 Oid RelationInSchema(Oid schema, const char *name) {
@@ -67,10 +70,15 @@ void OnTransactionEvent(XactEvent event, void *) {
     g_target_stale = false;
 }
 
-// Marks the handle stale when amebo.events changes (a new index, say) within the transaction.
+// Marks the handle stale when amebo.events changes (a new index, say) within the transaction,
+// and forgets the catalog's OIDs when one of its relations changes or goes.
 void OnRelcacheInvalidation(Datum, Oid relid) {
     if (g_target != nullptr && (relid == InvalidOid || relid == g_target->catalog.events))
         g_target_stale = true;
+    if (relid == InvalidOid || relid == g_catalog.events || relid == g_catalog.position_index ||
+        relid == g_catalog.stream_version_index || relid == g_catalog.event_id_index ||
+        relid == g_catalog.position_sequence)
+        g_catalog_valid = false;
 }
 
 // Runs an index scan with the given keys and returns its first visible tuple, copied into
@@ -94,6 +102,8 @@ Probe FirstInIndex(Relation heap, Relation index, Snapshot snapshot, ScanKey key
 } // namespace
 
 EventCatalog LookupEventCatalog() {
+    if (g_catalog_valid)
+        return g_catalog;
     Oid schema = get_namespace_oid("amebo", true);
     if (!OidIsValid(schema))
         throw Error(sqlstate::kObjectNotInPrerequisiteState,
@@ -105,6 +115,8 @@ EventCatalog LookupEventCatalog() {
     catalog.stream_version_index = RelationInSchema(schema, "events_stream_version_key");
     catalog.event_id_index = RelationInSchema(schema, "events_event_id_key");
     catalog.position_sequence = RelationInSchema(schema, "events_position_seq");
+    g_catalog = catalog;
+    g_catalog_valid = true;
     return catalog;
 }
 
