@@ -14,13 +14,12 @@ inline constexpr char kEventIdConflict[] = "AM002";
 inline constexpr char kImmutableEvent[] = "AM003";
 inline constexpr char kSchemaViolation[] = "AM004";
 inline constexpr char kUnknownAction[] = "AM005";
-inline constexpr char kIncompatibleSchema[] = "AM006";
+inline constexpr char kIncompatibleSchema[] = "AM006"; // raised by amebo.add_action_schema (SQL)
 inline constexpr char kInvalidSchema[] = "AM007";
+inline constexpr char kSnapshotBeyondVersion[] = "AM008"; // raised by amebo.save_snapshot (SQL)
 // Standard codes amebo uses for bad input.
 inline constexpr char kNullValueNotAllowed[] = "22004";
 inline constexpr char kInvalidParameterValue[] = "22023";
-inline constexpr char kUniqueViolation[] = "23505";
-inline constexpr char kForeignKeyViolation[] = "23503";
 inline constexpr char kProgramLimitExceeded[] = "54000";
 inline constexpr char kObjectNotInPrerequisiteState[] = "55000";
 inline constexpr char kFeatureNotSupported[] = "0A000";
