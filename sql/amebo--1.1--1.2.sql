@@ -154,8 +154,11 @@ CREATE TABLE amebo.projections (
     CONSTRAINT projections_state_check CHECK (state IN ('running', 'paused'))
 );
 SELECT pg_catalog.pg_extension_config_dump('amebo.projections', '');
+-- Backends cache the inline projections: tell them when a definition changes (not when the
+-- worker moves a checkpoint, which would make every appender reload after every batch).
 CREATE TRIGGER projections_changed
-    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON amebo.projections
+    AFTER INSERT OR DELETE OR TRUNCATE OR UPDATE OF name, handler, actions, mode
+    ON amebo.projections
     FOR EACH STATEMENT EXECUTE FUNCTION amebo.registry_changed();
 
 -- Registers a projection. inline: the handler runs in every appending transaction;
