@@ -5,6 +5,22 @@
 CREATE EXTENSION amebo;
 
 \echo
+\echo '0. Register the users service, its actions with JSON Schemas, and the users read model.'
+SELECT amebo.create_application('users-service', 'https://users.example.com/hooks')
+       LIKE 'whsec_%' AS secret_generated;
+SELECT amebo.create_action('user.created', 'users-service', '{
+    "type": "object", "required": ["user_id", "email", "name"],
+    "properties": {"user_id": {"type": "string"}, "email": {"type": "string", "format": "email"},
+                   "name": {"type": "string", "minLength": 1}}}') AS user_created_schema_version;
+SELECT amebo.create_action('user.email_verified', 'users-service', '{
+    "type": "object", "required": ["user_id", "verified_at"],
+    "properties": {"verified_at": {"type": "string", "format": "date-time"}}}')
+       AS user_email_verified_schema_version;
+\o /dev/null
+\i examples/users/users.sql
+\o
+
+\echo
 \echo '1. Create user 42: the stream user-42 must be new (expected version 0).'
 SELECT amebo.append_event('user-42', 'user.created',
     '{"user_id": "42", "email": "ada@example.com", "name": "Ada Lovelace"}',
@@ -40,12 +56,8 @@ SELECT amebo.append_events('user-44', '[
 \echo '6. Load user 42 (read_stream): its events in version order.'
 SELECT version, action, payload, metadata FROM amebo.read_stream('user-42');
 
-\echo '7. Fold the events into the aggregate state, as UserAggregate.apply_event does.'
-SELECT stream AS user_stream,
-       max(payload->>'email') FILTER (WHERE action = 'user.created') AS email,
-       CASE WHEN bool_or(action = 'user.email_verified') THEN 'active' ELSE 'pending' END AS status,
-       max(version) AS version
-FROM amebo.read_all() GROUP BY stream ORDER BY stream;
+\echo '7. Which schema version each event was validated against:'
+SELECT stream, version, action, schema_version FROM amebo.read_all() ORDER BY position;
 
 \echo '8. Everything, in global order (read_all), as a projection or a subscriber pages through it.'
 SELECT position, stream, version, action FROM amebo.read_all(after_position => 0, max_count => 10);
@@ -53,3 +65,18 @@ SELECT position, stream, version, action FROM amebo.read_all(after_position => 0
 \echo '9. Bad input is refused with a clear error:'
 SELECT amebo.append_event('user-45', 'user.created', '["not", "an", "object"]');
 \echo '   SQLSTATE' :LAST_ERROR_SQLSTATE
+\echo '   ... and so is a payload that fails its action''s schema (the error names path, rule, version):'
+SELECT amebo.append_event('user-45', 'user.created',
+    '{"user_id": "45", "email": "not-an-address", "name": "Eve"}');
+\echo '   SQLSTATE' :LAST_ERROR_SQLSTATE
+
+\echo
+\echo '10. The users read model, kept inline by the users projection (consistent at commit):'
+SELECT user_id, email, name, status, version FROM users ORDER BY user_id;
+
+\echo '11. Server-side state loading: the reducer folds snapshot + events (load_state).'
+SELECT version, state FROM amebo.load_state('user-42');
+
+\echo '12. Rebuild the read model from the events (rebuild_projection returns the count):'
+SELECT amebo.rebuild_projection('users') AS events_replayed;
+SELECT count(*) AS users_after_rebuild FROM users;
