@@ -18,6 +18,7 @@
 #include "core/error.hpp"
 #include "core/schema/fast_schema.hpp"
 #include "core/schema/formats.hpp"
+#include "core/schema/references.hpp"
 
 // valijson builds a std::regex on every "format" check; amebo checks formats with its own
 // code instead (core/schema/formats.hpp). A member specialization for the one adapter used.
@@ -88,7 +89,8 @@ std::shared_ptr<CompiledSchema> CompiledSchema::Compile(const nlohmann::json &sc
     auto impl = std::make_unique<Impl>();
     try {
         valijson::SchemaParser parser(valijson::SchemaParser::kDraft7);
-        valijson::adapters::NlohmannJsonAdapter adapter(schema);
+        nlohmann::json resolved = ResolveLocalReferences(schema);
+        valijson::adapters::NlohmannJsonAdapter adapter(resolved);
         parser.populateSchema(adapter, impl->schema);
         impl->fast = CompileFast(schema);
     } catch (const Error &) {

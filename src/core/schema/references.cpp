@@ -1,0 +1,124 @@
+// Local "$id" references. Pure C++.
+#include "core/schema/references.hpp"
+
+#include <map>
+
+#include <nlohmann/json.hpp>
+
+namespace amebo::schema {
+
+namespace {
+
+using nlohmann::json;
+
+// The URI without its fragment.
+std::string WithoutFragment(const std::string &uri) {
+    return uri.substr(0, uri.find('#'));
+}
+
+// The fragment of a URI without "#", or "".
+std::string Fragment(const std::string &uri) {
+    auto hash = uri.find('#');
+    return hash == std::string::npos ? "" : uri.substr(hash + 1);
+}
+
+// Escapes a key for a JSON Pointer.
+std::string PointerToken(const std::string &key) {
+    std::string token;
+    for (char c : key)
+        token += c == '~' ? std::string("~0") : c == '/' ? std::string("~1") : std::string(1, c);
+    return token;
+}
+
+// Records where every "$id" points (absolute URI, fragment ids included) in the schema.
+void CollectIds(const json &node, const std::string &base, const std::string &pointer,
+                std::map<std::string, std::string> &ids) {
+    if (node.is_array()) {
+        for (std::size_t i = 0; i < node.size(); i++)
+            CollectIds(node[i], base, pointer + "/" + std::to_string(i), ids);
+        return;
+    }
+    if (!node.is_object())
+        return;
+    std::string scope = base;
+    if (node.contains("$id") && node.at("$id").is_string() && !node.contains("$ref")) {
+        scope = ResolveUri(base, node.at("$id").get<std::string>());
+        ids.emplace(scope, pointer);
+        scope = WithoutFragment(scope);
+    }
+    for (const auto &[key, value] : node.items())
+        if (key != "enum" && key != "const" && key != "examples" && key != "default")
+            CollectIds(value, scope, pointer + "/" + PointerToken(key), ids);
+}
+
+// Rewrites the "$ref"s that the collected ids resolve.
+void RewriteRefs(json &node, const std::string &base, const std::map<std::string, std::string> &ids,
+                 const std::string &root) {
+    if (node.is_array()) {
+        for (auto &item : node)
+            RewriteRefs(item, base, ids, root);
+        return;
+    }
+    if (!node.is_object())
+        return;
+    std::string scope = base;
+    if (node.contains("$ref") && node.at("$ref").is_string()) {
+        std::string reference = node.at("$ref").get<std::string>();
+        if (!reference.empty() && reference[0] != '#') {
+            std::string target = ResolveUri(base, reference);
+            auto exact = ids.find(target);
+            auto document = ids.find(WithoutFragment(target));
+            if (exact != ids.end())
+                node["$ref"] = "#" + exact->second;
+            else if (document != ids.end())
+                node["$ref"] = "#" + document->second + Fragment(target);
+            else if (!root.empty() && WithoutFragment(target) == root)
+                node["$ref"] = "#" + Fragment(target);
+        }
+    } else if (node.contains("$id") && node.at("$id").is_string()) {
+        scope = WithoutFragment(ResolveUri(base, node.at("$id").get<std::string>()));
+    }
+    for (auto &[key, value] : node.items())
+        if (key != "enum" && key != "const" && key != "examples" && key != "default")
+            RewriteRefs(value, scope, ids, root);
+}
+
+} // namespace
+
+std::string ResolveUri(const std::string &base, const std::string &reference) {
+    if (reference.empty())
+        return base;
+    if (reference[0] == '#')
+        return WithoutFragment(base) + reference;
+    auto colon = reference.find(':');
+    auto slash = reference.find('/');
+    if (colon != std::string::npos && (slash == std::string::npos || colon < slash))
+        return reference; // has a scheme: absolute
+    std::string origin_end = base;
+    auto scheme_end = base.find("://");
+    if (reference.rfind("//", 0) == 0)
+        return base.substr(0, base.find(':') + 1) + reference;
+    if (reference[0] == '/') {
+        auto path = scheme_end == std::string::npos ? 0 : base.find('/', scheme_end + 3);
+        return (path == std::string::npos ? base : base.substr(0, path)) + reference;
+    }
+    std::string directory = WithoutFragment(base);
+    auto last = directory.rfind('/');
+    directory = last == std::string::npos ? "" : directory.substr(0, last + 1);
+    return directory + reference;
+}
+
+json ResolveLocalReferences(const json &schema) {
+    std::string root;
+    if (schema.is_object() && schema.contains("$id") && schema.at("$id").is_string())
+        root = WithoutFragment(schema.at("$id").get<std::string>());
+    std::map<std::string, std::string> ids;
+    CollectIds(schema, "", "", ids);
+    if (ids.empty())
+        return schema;
+    json rewritten = schema;
+    RewriteRefs(rewritten, "", ids, root);
+    return rewritten;
+}
+
+} // namespace amebo::schema

@@ -1,0 +1,19 @@
+// Turning "$ref"s that point into the schema itself through "$id" into plain JSON Pointer
+// references, which valijson 1.0 follows (it does not read draft 7's "$id"). Pure C++.
+#pragma once
+
+#include <string>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace amebo::schema {
+
+// A copy of schema in which every "$ref" whose target is identified by an "$id" of the same
+// schema (or by the root's) is rewritten as "#<pointer><fragment>". Other references are
+// left as they are (remote ones are then refused at compilation).
+nlohmann::json ResolveLocalReferences(const nlohmann::json &schema);
+
+// Resolves a URI reference against a base URI (RFC 3986, without dot-segment removal).
+std::string ResolveUri(const std::string &base, const std::string &reference);
+
+} // namespace amebo::schema
