@@ -47,9 +47,9 @@ void ReadRegistration(const char *action, Registration *out) {
     out->schema = nullptr;
     Oid schema_oid = get_namespace_oid("amebo", true);
     Oid actions = OidIsValid(schema_oid) ? get_relname_relid("actions", schema_oid) : InvalidOid;
+    g_actions_relid = actions;
     if (!OidIsValid(actions))
         return;
-    g_actions_relid = actions;
     g_schemas_relid = get_relname_relid("action_schemas", schema_oid);
     MemoryContext caller = CurrentMemoryContext;
     SPI_connect();
@@ -89,6 +89,11 @@ const ActionRule &Rule(text *action) {
         return found->second;
     Registration registration;
     pg::Call([&] { ReadRegistration(name.c_str(), &registration); });
+    // Without a registry (extension 1.0) nothing would invalidate a cached answer once an
+    // upgrade creates amebo.actions: answer without caching.
+    static const ActionRule kUnregistered;
+    if (!OidIsValid(g_actions_relid))
+        return kUnregistered;
     ActionRule rule;
     rule.registered = registration.registered;
     rule.schema_version = registration.schema_version;

@@ -88,7 +88,9 @@ void EnsureLoaded() {
             projections[i].actions.emplace_back(pg::TextView(DatumGetTextPP(rows[i].actions[a])));
     }
     g_projections = std::move(projections);
-    g_loaded = true;
+    // Without amebo.projections (extension 1.1 or older) nothing would ever invalidate the
+    // cache once an upgrade creates it, so look again at the next append (a cheap miss).
+    g_loaded = OidIsValid(g_projections_relid);
 }
 
 // True when the projection wants events of this action.
