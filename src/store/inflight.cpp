@@ -84,11 +84,15 @@ void OnTransactionEvent(XactEvent event, void *) {
                             "cannot PREPARE a transaction that appended events",
                             "Appends hold back amebo.read_all until they commit.");
             break;
-        case XACT_EVENT_COMMIT:
-            if (g_published)
-                worker::WakeForCommittedEvents();
+        case XACT_EVENT_COMMIT: {
+            // Withdraw first: a worker woken earlier could compute its horizon while this
+            // backend still lists the new events as in flight, and then sleep past them.
+            bool appended = g_published;
             Withdraw();
+            if (appended)
+                worker::WakeForCommittedEvents();
             break;
+        }
         case XACT_EVENT_PARALLEL_COMMIT:
         case XACT_EVENT_ABORT:
         case XACT_EVENT_PARALLEL_ABORT:

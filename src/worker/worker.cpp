@@ -34,12 +34,16 @@ struct WorkerShared {
     int pid;
     int pgprocno;
     bool has_async_projections;
+    uint64 wake_requests; // counts wake-ups asked for; the worker compares it across a pass
     TimestampTz started_at;
     TimestampTz last_run_at;
     char database[NAMEDATALEN];
 };
 
 WorkerShared *g_shared = nullptr;
+// Set by Wake(): wake the worker again when this transaction commits, so that it sees what
+// the transaction changed (a new or resumed projection).
+bool g_wake_at_commit = false;
 
 // The shared state's size.
 Size SharedSize() {
@@ -65,9 +69,19 @@ void SetWorkerLatch(bool always) {
     SpinLockAcquire(&g_shared->mutex);
     int pgprocno = g_shared->pgprocno;
     bool wanted = always || g_shared->has_async_projections;
+    if (wanted)
+        g_shared->wake_requests++;
     SpinLockRelease(&g_shared->mutex);
     if (pgprocno >= 0 && wanted)
         SetLatch(&ProcGlobal->allProcs[pgprocno].procLatch);
+}
+
+// How many wake-ups have been asked for so far.
+uint64 WakeRequests() {
+    SpinLockAcquire(&g_shared->mutex);
+    uint64 requests = g_shared->wake_requests;
+    SpinLockRelease(&g_shared->mutex);
+    return requests;
 }
 
 // Records that this process is the worker, or (pid 0) that it stopped.
@@ -151,6 +165,14 @@ bool RunProjections() {
     return more;
 }
 
+// Wakes the worker at commit if Wake() asked for it in this transaction.
+void WakeAtCommit(XactEvent event, void *) {
+    if (event == XACT_EVENT_COMMIT && g_wake_at_commit)
+        SetWorkerLatch(true);
+    if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT)
+        g_wake_at_commit = false;
+}
+
 // One pass; an error is logged and its transaction rolled back. True for "run again now".
 bool RunProjectionsSafely() {
     ErrorData *failed = nullptr;
@@ -185,6 +207,7 @@ void Init() {
     strlcpy(worker.bgw_name, "amebo worker", BGW_MAXLEN);
     strlcpy(worker.bgw_type, "amebo worker", BGW_MAXLEN);
     RegisterBackgroundWorker(&worker);
+    RegisterXactCallback(WakeAtCommit, nullptr);
 }
 
 void WakeForCommittedEvents() {
@@ -193,6 +216,7 @@ void WakeForCommittedEvents() {
 
 void Wake() {
     SetWorkerLatch(true);
+    g_wake_at_commit = true;
 }
 
 } // namespace amebo::worker
@@ -211,8 +235,11 @@ void amebo_worker_main(Datum) {
         worker::Publish(MyProcPid, MyProc->pgprocno);
         before_shmem_exit(worker::OnWorkerExit, 0);
         for (;;) {
+            // A pass can swallow a latch set meanwhile (lock waits and pg_sleep in handlers
+            // reset the latch), so also compare the count of wake-up requests.
+            uint64 requests = worker::WakeRequests();
             bool more = worker::RunProjectionsSafely();
-            if (!more) {
+            if (!more && requests == worker::WakeRequests()) {
                 (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
                                 settings::worker_naptime, PG_WAIT_EXTENSION);
                 ResetLatch(MyLatch);

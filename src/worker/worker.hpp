@@ -12,7 +12,7 @@ void Init();
 // Wakes the worker after a commit that appended, if it has async projections to feed.
 void WakeForCommittedEvents();
 
-// Wakes the worker unconditionally.
+// Wakes the worker now and again when the calling transaction commits.
 void Wake();
 
 } // namespace amebo::worker
