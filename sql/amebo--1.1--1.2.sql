@@ -157,7 +157,7 @@ SELECT pg_catalog.pg_extension_config_dump('amebo.projections', '');
 -- Backends cache the inline projections: tell them when a definition changes (not when the
 -- worker moves a checkpoint, which would make every appender reload after every batch).
 CREATE TRIGGER projections_changed
-    AFTER INSERT OR DELETE OR TRUNCATE OR UPDATE OF name, handler, actions, mode
+    AFTER INSERT OR DELETE OR TRUNCATE OR UPDATE OF name, handler, actions, mode, state
     ON amebo.projections
     FOR EACH STATEMENT EXECUTE FUNCTION amebo.registry_changed();
 
@@ -221,31 +221,50 @@ BEGIN
 END
 $$;
 
--- Stops the worker applying an async projection. Inline projections cannot be paused: they
--- are part of every appending transaction (drop and rebuild them instead).
+-- Pauses a projection. async: the worker stops applying it. inline: appends stop calling it;
+-- the pause waits for open appends to finish (SHARE lock on amebo.events) and records the
+-- last position applied, so that resume_projection can replay exactly what it missed.
 CREATE FUNCTION amebo.pause_projection(name text) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+DECLARE
+    p amebo.projections := amebo.lock_projection(name);
 BEGIN
-    IF (amebo.lock_projection(name)).mode = 'inline' THEN
-        RAISE EXCEPTION 'inline projection "%" cannot be paused', name USING ERRCODE = '55000',
-            HINT = 'An inline projection runs in the appending transaction; drop it, or make it async.';
+    IF p.state = 'paused' THEN
+        RETURN;
     END IF;
-    UPDATE amebo.projections x SET state = 'paused' WHERE x.name = pause_projection.name;
+    IF p.mode = 'inline' THEN
+        LOCK TABLE amebo.events IN SHARE MODE;
+        UPDATE amebo.projections x SET state = 'paused', position = amebo.settled_position()
+        WHERE x.name = pause_projection.name;
+    ELSE
+        UPDATE amebo.projections x SET state = 'paused' WHERE x.name = pause_projection.name;
+    END IF;
 END
 $$;
 
--- Lets the worker apply an async projection again, from the event after its checkpoint
--- (the failed one, after an error).
+-- Resumes a projection from the event after its checkpoint (the failed one, after an error).
+-- async: the worker applies it again. inline: the events appended while it was paused are
+-- replayed first, with appends blocked until the resume commits.
+-- (No SET search_path: an inline replay runs the handler, which sees the caller's.)
 CREATE FUNCTION amebo.resume_projection(name text) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+LANGUAGE plpgsql AS $$
+DECLARE
+    p amebo.projections := amebo.lock_projection(name);
 BEGIN
-    PERFORM amebo.lock_projection(name);
+    IF p.mode = 'inline' AND p.state = 'paused' THEN
+        PERFORM amebo.replay_projection(name, p.position);
+    END IF;
     UPDATE amebo.projections x
     SET state = 'running', error = NULL, error_position = NULL, error_at = NULL
     WHERE x.name = resume_projection.name;
     PERFORM amebo.wake_worker();
 END
 $$;
+
+-- Replays the matching events after a position into a projection without resetting it, then
+-- sets its checkpoint and state running (used by resume_projection for inline projections).
+CREATE FUNCTION amebo.replay_projection(name text, after_position bigint) RETURNS bigint
+AS 'MODULE_PATHNAME', 'amebo_replay_projection' LANGUAGE C VOLATILE;
 
 -- Every position at or below this is settled: committed and visible, or never to commit.
 CREATE FUNCTION amebo.settled_position() RETURNS bigint
@@ -323,12 +342,12 @@ AS 'MODULE_PATHNAME', 'amebo_rebuild_progress' LANGUAGE C VOLATILE;
 -- progress of a rebuild that is running.
 CREATE VIEW amebo.projection_status AS
 SELECT p.name, p.mode, p.state,
-       CASE WHEN p.mode = 'async' THEN p.position END AS position,
-       CASE WHEN p.mode = 'inline' THEN 0
+       CASE WHEN p.mode = 'async' OR p.state = 'paused' THEN p.position END AS position,
+       CASE WHEN p.mode = 'inline' AND p.state = 'running' THEN 0
             ELSE (SELECT count(*) FROM amebo.events e
                   WHERE e.position > p.position
                     AND (p.actions IS NULL OR e.action = ANY (p.actions))) END AS lag_events,
-       CASE WHEN p.mode = 'inline' THEN 0
+       CASE WHEN p.mode = 'inline' AND p.state = 'running' THEN 0
             ELSE coalesce(extract(epoch FROM now() - (
                      SELECT min(e.recorded_at) FROM amebo.events e
                      WHERE e.position > p.position

@@ -31,6 +31,19 @@ SELECT amebo.stream_version('user-20');
 SELECT amebo.append_event('user-20', 'user.touched', '{"fine": true}', 2);
 SELECT amebo.drop_projection('picky');
 
+-- Pausing an inline projection: appends stop calling it; resuming replays what it missed.
+SELECT amebo.pause_projection('users');
+SELECT name, state, position > 0 AS boundary_recorded FROM amebo.projection_status WHERE name = 'users';
+SELECT amebo.append_event('user-21', 'user.created',
+    '{"user_id": "21", "email": "bo@example.com", "name": "Bo"}', 0);
+SELECT count(*) AS projected_while_paused FROM users WHERE user_id = '21';
+SELECT amebo.resume_projection('users');
+SELECT user_id, status, version FROM users WHERE user_id = '21';
+SELECT name, state, lag_events FROM amebo.projection_status WHERE name = 'users';
+SELECT amebo.append_event('user-21', 'user.email_verified',
+    '{"user_id": "21", "verified_at": "2026-11-27T14:00:00Z"}', 1);
+SELECT user_id, status, version FROM users WHERE user_id = '21';
+
 -- Rebuild: the count, and a read model identical to the one kept live.
 CREATE TEMP TABLE live_users AS SELECT * FROM users;
 SELECT amebo.rebuild_projection('users') AS replayed,
@@ -73,7 +86,7 @@ SELECT q, regress.outcome(q) FROM (VALUES
     ($$SELECT amebo.rebuild_projection('nobody')$$),
     ($$SELECT amebo.rebuild_projection(NULL)$$),
     ($$SELECT amebo.drop_projection('nobody')$$),
-    ($$SELECT amebo.pause_projection('users')$$),
+    ($$SELECT amebo.pause_projection('nobody')$$),
     ($$SELECT amebo.resume_projection('nobody')$$),
     ($$SELECT amebo.create_projection('users', 'users_projection(amebo.events)')$$),
     ($$SELECT amebo.create_projection('Bad Name', 'users_projection(amebo.events)')$$),

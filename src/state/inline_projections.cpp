@@ -46,7 +46,7 @@ int ReadInlineProjections(ProjectionRow **rows) {
         return 0;
     SPI_connect();
     uint64 count = SpiQuery("SELECT name, handler::oid, actions FROM amebo.projections "
-                            "WHERE mode = 'inline' ORDER BY name",
+                            "WHERE mode = 'inline' AND state = 'running' ORDER BY name",
                             0, nullptr, nullptr, true);
     MemoryContext spi = MemoryContextSwitchTo(CurTransactionContext);
     *rows = static_cast<ProjectionRow *>(palloc0(sizeof(ProjectionRow) * (count + 1)));

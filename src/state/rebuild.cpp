@@ -98,8 +98,9 @@ struct Target {
     int64 total;
 };
 
-// Locks and reads the projection; counts the events to replay.
-void LockTarget(text *name, bool has_since, TimestampTz since, Target *target) {
+// Locks and reads the projection; counts the events to replay (after after_position).
+void LockTarget(text *name, bool has_since, TimestampTz since, int64 after_position,
+                Target *target) {
     SPI_connect();
     Oid argtypes[1] = {TEXTOID};
     Datum args[1] = {PointerGetDatum(name)};
@@ -120,14 +121,14 @@ void LockTarget(text *name, bool has_since, TimestampTz since, Target *target) {
     // An inline projection must not miss appends made while it is rebuilt: block them.
     if (!target->async)
         SpiQuery("LOCK TABLE amebo.events IN SHARE MODE", 0, nullptr, nullptr, false);
-    Oid count_types[2] = {TEXTARRAYOID, TIMESTAMPTZOID};
-    Datum count_args[2] = {actions, TimestampTzGetDatum(since)};
-    char count_nulls[3] = {static_cast<char>(all_actions ? 'n' : ' '),
-                           static_cast<char>(has_since ? ' ' : 'n'), '\0'};
+    Oid count_types[3] = {TEXTARRAYOID, TIMESTAMPTZOID, INT8OID};
+    Datum count_args[3] = {actions, TimestampTzGetDatum(since), Int64GetDatum(after_position)};
+    char count_nulls[4] = {static_cast<char>(all_actions ? 'n' : ' '),
+                           static_cast<char>(has_since ? ' ' : 'n'), ' ', '\0'};
     SPI_execute_with_args(
         "SELECT count(*) FROM amebo.events WHERE ($1 IS NULL OR action = ANY ($1)) "
-        "AND ($2 IS NULL OR recorded_at >= $2)",
-        2, count_types, count_args, count_nulls, true, 0);
+        "AND ($2 IS NULL OR recorded_at >= $2) AND position > $3",
+        3, count_types, count_args, count_nulls, true, 0);
     target->total = DatumGetInt64(SpiValue(1, &isnull));
     SPI_finish();
     // After SPI_finish: the array must live in the caller's memory, not SPI's.
@@ -170,7 +171,7 @@ void CallReset(Oid function) {
     (void)FunctionCallInvoke(fcinfo);
 }
 
-// Sets an async projection's checkpoint after a rebuild and clears its error.
+// Sets a projection's checkpoint after a replay, clears its error and lets it run.
 void SetCheckpoint(text *name, int64 position) {
     SPI_connect();
     Oid argtypes[2] = {TEXTOID, INT8OID};
@@ -197,42 +198,69 @@ using namespace amebo::state;
 
 extern "C" {
 PG_FUNCTION_INFO_V1(amebo_rebuild_projection);
+PG_FUNCTION_INFO_V1(amebo_replay_projection);
 PG_FUNCTION_INFO_V1(amebo_rebuild_progress);
 }
+
+namespace {
+
+// Replays the matching events after after_position (recorded at or after since, if given)
+// into the projection, first emptying it through its reset function when reset is true;
+// then sets its checkpoint and state running. Returns how many events were replayed.
+int64 ReplayInto(text *name, bool has_since, TimestampTz since, int64 after_position, bool reset) {
+    char *name_text = text_to_cstring(name);
+    store::EventFilter filter{};
+    filter.has_since = has_since;
+    filter.since = since;
+    Target target;
+    LockTarget(name, has_since, since, after_position, &target);
+    filter.actions = target.actions;
+    filter.action_count = target.action_count;
+    ReportProgress(MyProcPid, name_text, 0, target.total);
+    if (reset && OidIsValid(target.reset))
+        CallReset(target.reset);
+    CommandCounterIncrement();
+    store::EventCatalog catalog = store::LookupEventCatalog();
+    // The horizon first, the snapshot second, as in read_all.
+    filter.horizon = store::inflight::SafeHorizon(catalog.position_sequence);
+    Snapshot snapshot = RegisterSnapshot(GetLatestSnapshot());
+    Replay replay{&filter, {}, name_text, 0, target.total};
+    fmgr_info(target.handler, &replay.handler);
+    ScanKeyData key;
+    store::PositionKey(after_position, &key);
+    store::ScanEvents(catalog, catalog.position_index, snapshot, &key, 1, -1, ReplayEvent, &replay);
+    UnregisterSnapshot(snapshot);
+    SetCheckpoint(name, filter.horizon - 1);
+    ReportProgress(MyProcPid, name_text, replay.replayed, target.total);
+    return replay.replayed;
+}
+
+// Reads the required name argument.
+text *NameArgument(FunctionCallInfo fcinfo) {
+    if (PG_ARGISNULL(0))
+        throw Error(sqlstate::kNullValueNotAllowed, "name must not be NULL");
+    return PG_GETARG_TEXT_PP(0);
+}
+
+} // namespace
 
 // amebo.rebuild_projection(name, since) -> the number of events replayed
 extern "C" Datum amebo_rebuild_projection(PG_FUNCTION_ARGS) {
     return pg::Entry([&] {
-        if (PG_ARGISNULL(0))
-            throw Error(sqlstate::kNullValueNotAllowed, "name must not be NULL");
-        text *name = PG_GETARG_TEXT_PP(0);
-        char *name_text = text_to_cstring(name);
-        store::EventFilter filter{};
-        filter.has_since = !PG_ARGISNULL(1);
-        filter.since = filter.has_since ? PG_GETARG_TIMESTAMPTZ(1) : 0;
-        Target target;
-        LockTarget(name, filter.has_since, filter.since, &target);
-        filter.actions = target.actions;
-        filter.action_count = target.action_count;
-        ReportProgress(MyProcPid, name_text, 0, target.total);
-        if (OidIsValid(target.reset))
-            CallReset(target.reset);
-        CommandCounterIncrement();
-        store::EventCatalog catalog = store::LookupEventCatalog();
-        // The horizon first, the snapshot second, as in read_all.
-        filter.horizon = store::inflight::SafeHorizon(catalog.position_sequence);
-        Snapshot snapshot = RegisterSnapshot(GetLatestSnapshot());
-        Replay replay{&filter, {}, name_text, 0, target.total};
-        fmgr_info(target.handler, &replay.handler);
-        ScanKeyData key;
-        store::PositionKey(0, &key);
-        store::ScanEvents(catalog, catalog.position_index, snapshot, &key, 1, -1, ReplayEvent,
-                          &replay);
-        UnregisterSnapshot(snapshot);
-        if (target.async)
-            SetCheckpoint(name, filter.horizon - 1);
-        ReportProgress(MyProcPid, name_text, replay.replayed, target.total);
-        return Int64GetDatum(replay.replayed);
+        text *name = NameArgument(fcinfo);
+        bool has_since = !PG_ARGISNULL(1);
+        TimestampTz since = has_since ? PG_GETARG_TIMESTAMPTZ(1) : 0;
+        return Int64GetDatum(ReplayInto(name, has_since, since, 0, true));
+    });
+}
+
+// amebo.replay_projection(name, after_position) -> the number of events replayed, without a
+// reset (how a paused inline projection catches up when it is resumed)
+extern "C" Datum amebo_replay_projection(PG_FUNCTION_ARGS) {
+    return pg::Entry([&] {
+        text *name = NameArgument(fcinfo);
+        int64 after_position = PG_ARGISNULL(1) ? 0 : PG_GETARG_INT64(1);
+        return Int64GetDatum(ReplayInto(name, false, 0, after_position, false));
     });
 }
 
