@@ -29,6 +29,16 @@ SELECT border_test.pg_error_in_cpp('forty');
 SELECT regress.outcome($$SELECT border_test.pg_error_in_cpp('forty')$$);
 SELECT border_test.destroyed() AS destroyed_after_pg_errors;
 
+-- C++ thrown inside a guarded call leaves PostgreSQL's error handling intact: the
+-- PostgreSQL errors that follow are still caught and reported.
+CREATE FUNCTION border_test.throw_inside_call() RETURNS void
+    AS '$libdir/amebo', 'amebo_selftest_throw_inside_call' LANGUAGE C STRICT;
+SELECT border_test.throw_inside_call();
+SELECT regress.outcome($$SELECT border_test.throw_inside_call()$$);
+SELECT border_test.pg_error_in_cpp('still fine?');
+SELECT 1 / 0;
+SELECT border_test.pg_error_in_cpp('41');
+
 -- The error aborts the transaction cleanly: the append before it is gone, and the session
 -- goes on working.
 BEGIN;

@@ -34,6 +34,18 @@ extern "C" {
 PG_FUNCTION_INFO_V1(amebo_selftest_throw_deep);
 PG_FUNCTION_INFO_V1(amebo_selftest_pg_error_in_cpp);
 PG_FUNCTION_INFO_V1(amebo_selftest_destroyed);
+PG_FUNCTION_INFO_V1(amebo_selftest_throw_inside_call);
+}
+
+// Throws an amebo::Error from inside a guarded call (C++ called back from the PostgreSQL
+// side, as the jsonb walk does): the exception must leave PG_TRY cleanly, so that the next
+// PostgreSQL error still finds a live handler.
+extern "C" Datum amebo_selftest_throw_inside_call(PG_FUNCTION_ARGS) {
+    return amebo::pg::Entry([&]() -> Datum {
+        Witness witness;
+        amebo::pg::Call([] { throw amebo::Error("AM998", "thrown inside a guarded call"); });
+        return (Datum)0;
+    });
 }
 
 // Raises an amebo::Error with the given SQLSTATE from deep inside C++.

@@ -2,6 +2,7 @@
 #include "pg/guard.hpp"
 
 #include <cstring>
+#include <exception>
 #include <new>
 
 #include "core/error.hpp"
@@ -43,8 +44,17 @@ CaughtError *Record(const char *code, const char *message, const char *detail, c
 void CallRaw(void (*fn)(void *), void *arg) {
     MemoryContext caller_context = CurrentMemoryContext;
     ErrorData *volatile error = nullptr;
+    // A C++ exception must not leave the PG_TRY block: it would skip PG_END_TRY and leave
+    // PostgreSQL's error handler pointing into this dead frame. Catch it, rethrow it after.
+    std::exception_ptr exception;
     PG_TRY();
-    { fn(arg); }
+    {
+        try {
+            fn(arg);
+        } catch (...) {
+            exception = std::current_exception();
+        }
+    }
     PG_CATCH();
     {
         MemoryContextSwitchTo(caller_context);
@@ -54,6 +64,8 @@ void CallRaw(void (*fn)(void *), void *arg) {
     PG_END_TRY();
     if (error != nullptr)
         throw PgError(error);
+    if (exception)
+        std::rethrow_exception(exception);
 }
 
 CaughtError *CatchCurrent() noexcept {

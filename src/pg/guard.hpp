@@ -33,7 +33,8 @@ class PgError : public std::exception {
     ErrorData *data_;
 };
 
-// Runs fn(arg) under PG_TRY; throws PgError if PostgreSQL raised an error.
+// Runs fn(arg) under PG_TRY; throws PgError if PostgreSQL raised an error, and rethrows (after
+// PG_END_TRY) any C++ exception fn threw.
 void CallRaw(void (*fn)(void *), void *arg);
 
 // Calls a function that may ereport() from C++ code that owns objects with destructors.

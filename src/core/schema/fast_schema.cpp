@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/error.hpp"
 #include "core/schema/formats.hpp"
 
 namespace amebo::schema {
@@ -176,6 +177,16 @@ std::uint64_t CodePoints(std::string_view text) {
 
 } // namespace
 
+void CheckPatternSubject(std::size_t bytes) {
+    if (bytes > kMaxPatternSubjectBytes)
+        throw Error(sqlstate::kProgramLimitExceeded,
+                    "a string of " + std::to_string(bytes) +
+                        " bytes is too long to be matched against a schema pattern",
+                    "Strings checked by \"pattern\" or \"patternProperties\" are limited to " +
+                        std::to_string(kMaxPatternSubjectBytes) + " bytes.",
+                    "Drop the pattern for this field, or store long text elsewhere.");
+}
+
 const FastSchema *FastSchema::Property(std::string_view name) const {
     auto found =
         std::lower_bound(properties.begin(), properties.end(), name,
@@ -211,8 +222,11 @@ bool StringHolds(const FastSchema &schema, std::string_view value) {
             (schema.max_length && length > *schema.max_length))
             return false;
     }
-    if (schema.pattern && !std::regex_search(value.begin(), value.end(), *schema.pattern))
-        return false;
+    if (schema.pattern) {
+        CheckPatternSubject(value.size());
+        if (!std::regex_search(value.begin(), value.end(), *schema.pattern))
+            return false;
+    }
     return schema.format.empty() || FormatHolds(schema.format, value);
 }
 

@@ -57,6 +57,14 @@ struct FastSchema {
     const FastSchema *Property(std::string_view name) const;
 };
 
+// The longest string a "pattern" is applied to. std::regex (libstdc++, which valijson uses
+// too) recurses once per character: about 20,000 characters of "^(a|b)*$" overflow an 8 MB
+// stack and would take the backend, and the cluster, down. Longer strings are refused (54000).
+inline constexpr std::size_t kMaxPatternSubjectBytes = 8192;
+
+// Throws amebo::Error (54000) if a string of this size may not meet a pattern.
+void CheckPatternSubject(std::size_t bytes);
+
 // Compiles a schema into the fast subset; nullptr when it uses anything outside it.
 std::unique_ptr<FastSchema> CompileFast(const nlohmann::json &schema);
 

@@ -50,24 +50,30 @@ void CheckPattern(const std::string &pattern) {
     }
 }
 
-// Finds every "pattern" and "patternProperties" key in the schema and checks it compiles:
-// valijson compiles them only when a document first reaches them.
-void CheckPatterns(const nlohmann::json &schema) {
+// Finds every "pattern" and "patternProperties" key in the schema and checks it compiles
+// (valijson compiles them only when a document first reaches them); true if there are any.
+bool CheckPatterns(const nlohmann::json &schema) {
+    bool found = false;
     if (schema.is_array()) {
         for (const auto &item : schema)
-            CheckPatterns(item);
-        return;
+            found = CheckPatterns(item) || found;
+        return found;
     }
     if (!schema.is_object())
-        return;
+        return false;
     for (const auto &[key, value] : schema.items()) {
-        if (key == "pattern" && value.is_string())
+        if (key == "pattern" && value.is_string()) {
             CheckPattern(value.get<std::string>());
-        if (key == "patternProperties" && value.is_object())
+            found = true;
+        }
+        if (key == "patternProperties" && value.is_object()) {
             for (const auto &[pattern, subschema] : value.items())
                 CheckPattern(pattern);
-        CheckPatterns(value);
+            found = true;
+        }
+        found = CheckPatterns(value) || found;
     }
+    return found;
 }
 
 } // namespace
@@ -76,6 +82,7 @@ struct CompiledSchema::Impl {
     valijson::Schema schema;
     valijson::Validator validator;
     std::unique_ptr<FastSchema> fast;
+    bool has_patterns = false;
 };
 
 CompiledSchema::CompiledSchema(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -85,8 +92,9 @@ CompiledSchema::~CompiledSchema() = default;
 std::shared_ptr<CompiledSchema> CompiledSchema::Compile(const nlohmann::json &schema) {
     if (!schema.is_object() && !schema.is_boolean())
         throw Error(sqlstate::kInvalidSchema, "a JSON Schema must be an object or a boolean");
-    CheckPatterns(schema);
+    bool has_patterns = CheckPatterns(schema);
     auto impl = std::make_unique<Impl>();
+    impl->has_patterns = has_patterns;
     try {
         valijson::SchemaParser parser(valijson::SchemaParser::kDraft7);
         nlohmann::json resolved = ResolveLocalReferences(schema);
@@ -104,6 +112,10 @@ std::shared_ptr<CompiledSchema> CompiledSchema::Compile(const nlohmann::json &sc
 
 const FastSchema *CompiledSchema::fast() const {
     return impl_->fast.get();
+}
+
+bool CompiledSchema::has_patterns() const {
+    return impl_->has_patterns;
 }
 
 std::vector<Violation> CompiledSchema::Validate(const nlohmann::json &document) {
