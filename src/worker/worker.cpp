@@ -100,25 +100,42 @@ void OnWorkerExit(int, Datum) {
     Publish(0, -1);
 }
 
-// Runs one SQL statement in its own transaction; returns the first column of the first row
-// of each row as text (the names of projections, or an applied count).
-std::vector<std::string> RunInTransaction(const char *sql, int nargs, Oid *argtypes, Datum *args) {
-    std::vector<std::string> rows;
+// Memory for one pass's query results, reset at the start of each pass.
+MemoryContext g_pass_context = nullptr;
+
+// Column 1 of every row of a query, as text.
+struct QueryRows {
+    int count;
+    char **values;
+};
+
+// Runs one SQL statement in its own transaction (PostgreSQL side: no C++ objects; the
+// results are copied into g_pass_context, which outlives the transaction).
+QueryRows RunQuery(const char *sql, int nargs, Oid *argtypes, Datum *args) {
     SetCurrentStatementStartTimestamp();
     StartTransactionCommand();
     SPI_connect();
     PushActiveSnapshot(GetTransactionSnapshot());
     pgstat_report_activity(STATE_RUNNING, sql);
-    pg::Call([&] { SPI_execute_with_args(sql, nargs, argtypes, args, nullptr, false, 0); });
+    SPI_execute_with_args(sql, nargs, argtypes, args, nullptr, false, 0);
+    QueryRows rows{static_cast<int>(SPI_processed),
+                   static_cast<char **>(
+                       MemoryContextAlloc(g_pass_context, sizeof(char *) * (SPI_processed + 1)))};
     for (uint64 i = 0; i < SPI_processed; i++) {
         char *value = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
-        rows.emplace_back(value ? value : "");
+        rows.values[i] = MemoryContextStrdup(g_pass_context, value ? value : "");
     }
     SPI_finish();
     PopActiveSnapshot();
     CommitTransactionCommand();
     pgstat_report_activity(STATE_IDLE, nullptr);
     return rows;
+}
+
+// RunQuery through the border: its rows as strings, or a PgError.
+std::vector<std::string> RunInTransaction(const char *sql, int nargs, Oid *argtypes, Datum *args) {
+    QueryRows rows = pg::Call([&] { return RunQuery(sql, nargs, argtypes, args); });
+    return std::vector<std::string>(rows.values, rows.values + rows.count);
 }
 
 // The async projections to run; none while the extension (1.2 or later) is not installed.
@@ -177,6 +194,12 @@ void WakeAtCommit(XactEvent event, void *) {
 bool RunProjectionsSafely() {
     ErrorData *failed = nullptr;
     bool more = false;
+    if (g_pass_context == nullptr)
+        g_pass_context =
+            AllocSetContextCreate(TopMemoryContext, "amebo worker pass", ALLOCSET_DEFAULT_SIZES);
+    MemoryContextReset(g_pass_context);
+    // Errors are copied into the current context: make it the pass's, freed next pass.
+    MemoryContextSwitchTo(g_pass_context);
     try {
         more = RunProjections();
     } catch (const pg::PgError &error) {
