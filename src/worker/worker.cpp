@@ -134,6 +134,8 @@ QueryRows RunQuery(const char *sql, int nargs, Oid *argtypes, Datum *args) {
 
 // RunQuery through the border: its rows as strings, or a PgError.
 std::vector<std::string> RunInTransaction(const char *sql, int nargs, Oid *argtypes, Datum *args) {
+    // A commit leaves TopMemoryContext current; an error is copied into the current context.
+    MemoryContextSwitchTo(g_pass_context);
     QueryRows rows = pg::Call([&] { return RunQuery(sql, nargs, argtypes, args); });
     return std::vector<std::string>(rows.values, rows.values + rows.count);
 }
@@ -197,9 +199,8 @@ bool RunProjectionsSafely() {
     if (g_pass_context == nullptr)
         g_pass_context =
             AllocSetContextCreate(TopMemoryContext, "amebo worker pass", ALLOCSET_DEFAULT_SIZES);
+    MemoryContextSwitchTo(TopMemoryContext);
     MemoryContextReset(g_pass_context);
-    // Errors are copied into the current context: make it the pass's, freed next pass.
-    MemoryContextSwitchTo(g_pass_context);
     try {
         more = RunProjections();
     } catch (const pg::PgError &error) {
