@@ -274,6 +274,33 @@ AS 'MODULE_PATHNAME', 'amebo_settled_position' LANGUAGE C VOLATILE;
 CREATE FUNCTION amebo.wake_worker() RETURNS void
 AS 'MODULE_PATHNAME', 'amebo_wake_worker' LANGUAGE C VOLATILE;
 
+-- Calls a projection handler with one event as the projection's owner, in a
+-- security-restricted operation (the handler cannot SET ROLE back to the caller).
+-- Superuser-only: it is how the worker drops its privileges.
+CREATE FUNCTION amebo.call_as_owner(handler regprocedure, owner regrole, event amebo.events)
+RETURNS void
+AS 'MODULE_PATHNAME', 'amebo_call_as_owner' LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION amebo.call_as_owner(regprocedure, regrole, amebo.events) FROM PUBLIC;
+
+-- A projection's owner is the role that created it; only a superuser may change it.
+CREATE FUNCTION amebo.set_projection_owner() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+            NEW.owner := current_user::regrole;
+        END IF;
+    ELSIF NEW.owner IS DISTINCT FROM OLD.owner
+          AND NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+        RAISE EXCEPTION 'only a superuser may change the owner of a projection'
+            USING ERRCODE = '42501';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER projections_owner BEFORE INSERT OR UPDATE OF owner ON amebo.projections
+    FOR EACH ROW EXECUTE FUNCTION amebo.set_projection_owner();
+
 -- Applies up to max_events committed events to an async projection, in position order, each
 -- in its own subtransaction and as the role that created the projection; on a handler error
 -- records it with the event's position and pauses the projection. Returns the number
@@ -299,9 +326,7 @@ BEGIN
     last := p.position;
     FOR e IN SELECT * FROM amebo.read_all(p.position, max_events, p.actions) LOOP
         BEGIN
-            PERFORM pg_catalog.set_config('role', p.owner::text, true);
-            EXECUTE pg_catalog.format('SELECT %s($1)', p.handler::regproc) USING e;
-            PERFORM pg_catalog.set_config('role', 'none', true);
+            PERFORM amebo.call_as_owner(p.handler, p.owner, e);
         EXCEPTION WHEN OTHERS THEN
             UPDATE amebo.projections x
             SET state = 'paused', position = last, applied_at = now(), error = SQLERRM,

@@ -98,3 +98,17 @@ SELECT q, regress.outcome(q) FROM (VALUES
     ($$SELECT amebo.create_projection('other', NULL)$$)
 ) AS cases(q);
 SELECT amebo.drop_projection('seen');
+
+-- Only a superuser (the worker) may run a handler as another role; a projection's owner is
+-- its creator and only a superuser may change it.
+CREATE ROLE amebo_regress_projector;
+GRANT USAGE ON SCHEMA amebo TO amebo_regress_projector;
+GRANT SELECT, UPDATE ON amebo.projections TO amebo_regress_projector;
+SET ROLE amebo_regress_projector;
+SELECT amebo.call_as_owner('users_projection(amebo.events)', 'amebo_regress_projector', NULL);
+UPDATE amebo.projections SET owner = 'amebo_regress_projector' WHERE name = 'users';
+RESET ROLE;
+SELECT name, owner = current_user::regrole AS owned_by_creator FROM amebo.projections ORDER BY name;
+REVOKE ALL ON amebo.projections FROM amebo_regress_projector;
+REVOKE ALL ON SCHEMA amebo FROM amebo_regress_projector;
+DROP ROLE amebo_regress_projector;

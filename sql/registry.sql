@@ -69,6 +69,9 @@ SELECT q, regress.outcome(q) FROM (VALUES
     ($$SELECT amebo.create_action('user.deleted', 'users', '{"pattern": "(unclosed"}')$$),
     ($$SELECT amebo.create_action('user.deleted', 'users', '{"$ref": "http://example.com/s.json"}')$$),
     ($$SELECT amebo.create_action('user.deleted', 'users', '"just a string"')$$),
+    ($$SELECT amebo.create_action('user.deleted', 'users', '{"$ref": "#"}')$$),
+    ($$SELECT amebo.create_action('user.deleted', 'users', '{"allOf": [{"$ref": "#"}]}')$$),
+    ($$SELECT amebo.create_action('user.deleted', 'users', '{"definitions": {"a": {"not": {"$ref": "#/definitions/b"}}, "b": {"anyOf": [{"$ref": "#/definitions/a"}]}}, "$ref": "#/definitions/a"}')$$),
     ($$SELECT amebo.update_action('user.deleted', 'users')$$),
     ($$SELECT amebo.update_action('user.created', 'nobody')$$),
     ($$SELECT amebo.drop_action('user.deleted')$$)

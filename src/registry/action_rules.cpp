@@ -53,6 +53,10 @@ void ReadRegistration(const char *action, Registration *out) {
     g_schemas_relid = get_relname_relid("action_schemas", schema_oid);
     MemoryContext caller = CurrentMemoryContext;
     SPI_connect();
+    // A fresh snapshot: the caller's may predate the change whose invalidation brought us
+    // here (REPEATABLE READ, or a statement that waited for a lock), and the cache would
+    // then keep the old rows until the next change.
+    PushActiveSnapshot(GetLatestSnapshot());
     Oid argtypes[1] = {TEXTOID};
     Datum args[1] = {CStringGetTextDatum(action)};
     SPI_execute_with_args("SELECT a.schema_version, s.schema FROM amebo.actions a "
@@ -72,6 +76,7 @@ void ReadRegistration(const char *action, Registration *out) {
             MemoryContextSwitchTo(spi);
         }
     }
+    PopActiveSnapshot();
     SPI_finish();
 }
 

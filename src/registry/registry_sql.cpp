@@ -94,9 +94,11 @@ extern "C" Datum amebo_schema_violations(PG_FUNCTION_ARGS) {
 // amebo.schema_incompatibilities(old, new): why new may reject a payload old accepted.
 extern "C" Datum amebo_schema_incompatibilities(PG_FUNCTION_ARGS) {
     return pg::Entry([&] {
-        auto reasons = schema::BackwardIncompatibilities(
-            registry::JsonbToJson(JsonbArgument(fcinfo, 0, "old_schema")),
-            registry::JsonbToJson(JsonbArgument(fcinfo, 1, "new_schema")));
+        // Both arguments detoasted before any C++ object exists.
+        Jsonb *old_schema = JsonbArgument(fcinfo, 0, "old_schema");
+        Jsonb *new_schema = JsonbArgument(fcinfo, 1, "new_schema");
+        auto reasons = schema::BackwardIncompatibilities(registry::JsonbToJson(old_schema),
+                                                         registry::JsonbToJson(new_schema));
         return TextArray(reasons);
     });
 }

@@ -1,9 +1,11 @@
 // The per-backend cache of inline projections and their dispatch.
 #include "state/inline_projections.hpp"
 
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "core/error.hpp"
 #include "pg/guard.hpp"
 #include "pg/text_view.hpp"
 #include "state/spi_rows.hpp"
@@ -24,7 +26,10 @@ struct InlineProjection {
     std::vector<std::string> actions; // empty: every action
 };
 
-std::vector<InlineProjection> g_projections;
+// Replaced, never modified, on reload: a dispatch holds its own reference, so a handler that
+// appends (and so may reload the cache) cannot free the list being dispatched.
+std::shared_ptr<const std::vector<InlineProjection>> g_projections =
+    std::make_shared<const std::vector<InlineProjection>>();
 bool g_loaded = false;
 Oid g_projections_relid = InvalidOid;
 
@@ -45,6 +50,10 @@ int ReadInlineProjections(ProjectionRow **rows) {
     if (!OidIsValid(relid))
         return 0;
     SPI_connect();
+    // A fresh snapshot: the caller's may predate the change whose invalidation brought us
+    // here (REPEATABLE READ, or a statement that waited for a lock), and the cache would
+    // then keep the old rows until the next change.
+    PushActiveSnapshot(GetLatestSnapshot());
     uint64 count = SpiQuery("SELECT name, handler::oid, actions FROM amebo.projections "
                             "WHERE mode = 'inline' AND state = 'running' ORDER BY name",
                             0, nullptr, nullptr, true);
@@ -67,6 +76,7 @@ int ReadInlineProjections(ProjectionRow **rows) {
         }
         MemoryContextSwitchTo(old);
     }
+    PopActiveSnapshot();
     SPI_finish();
     return static_cast<int>(count);
 }
@@ -87,7 +97,7 @@ void EnsureLoaded() {
         for (int a = 0; a < rows[i].action_count; a++)
             projections[i].actions.emplace_back(pg::TextView(DatumGetTextPP(rows[i].actions[a])));
     }
-    g_projections = std::move(projections);
+    g_projections = std::make_shared<const std::vector<InlineProjection>>(std::move(projections));
     // Without amebo.projections (extension 1.1 or older) nothing would ever invalidate the
     // cache once an upgrade creates it, so look again at the next append (a cheap miss).
     g_loaded = OidIsValid(g_projections_relid);
@@ -129,18 +139,19 @@ void CallHandler(FmgrInfo *handler, Datum event) {
 
 bool HaveInlineProjections() {
     EnsureLoaded();
-    return !g_projections.empty();
+    return !g_projections->empty();
 }
 
 void DispatchInline(const Datum *events, int count) {
     EnsureLoaded();
+    std::shared_ptr<const std::vector<InlineProjection>> projections = g_projections;
     for (int i = 0; i < count; i++) {
         Datum event = events[i];
         std::string_view action = pg::Call([&] { return EventAction(event); });
-        for (auto &projection : g_projections) {
+        for (const auto &projection : *projections) {
             if (!Wants(projection, action))
                 continue;
-            FmgrInfo *handler = &projection.handler;
+            FmgrInfo *handler = const_cast<FmgrInfo *>(&projection.handler);
             pg::Call([&] { CallHandler(handler, event); });
         }
     }
@@ -151,3 +162,34 @@ void InitInlineProjections() {
 }
 
 } // namespace amebo::state
+
+using namespace amebo;
+
+extern "C" {
+PG_FUNCTION_INFO_V1(amebo_call_as_owner);
+}
+
+// amebo.call_as_owner(handler, owner, event): the worker's way to run a handler with the
+// owner's privileges only; SECURITY_RESTRICTED_OPERATION stops it from changing role back.
+extern "C" Datum amebo_call_as_owner(PG_FUNCTION_ARGS) {
+    return pg::Entry([&] {
+        if (!superuser())
+            throw Error("42501", "only a superuser may call amebo.call_as_owner");
+        if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+            throw Error(sqlstate::kNullValueNotAllowed,
+                        "handler, owner and event must not be NULL");
+        Oid handler = PG_GETARG_OID(0);
+        Oid owner = PG_GETARG_OID(1);
+        Datum event = PG_GETARG_DATUM(2);
+        Oid saved_user;
+        int saved_context;
+        GetUserIdAndSecContext(&saved_user, &saved_context);
+        SetUserIdAndSecContext(owner, saved_context | SECURITY_LOCAL_USERID_CHANGE |
+                                          SECURITY_RESTRICTED_OPERATION);
+        FmgrInfo info;
+        fmgr_info(handler, &info);
+        state::CallHandler(&info, event);
+        SetUserIdAndSecContext(saved_user, saved_context);
+        PG_RETURN_VOID();
+    });
+}

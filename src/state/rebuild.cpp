@@ -148,6 +148,7 @@ struct Replay {
     const char *name;
     int64 replayed;
     int64 total;
+    MemoryContext scratch; // reset after every event
 };
 
 // Applies the filter, calls the handler, reports progress every 100 events.
@@ -156,7 +157,10 @@ store::Verdict ReplayEvent(TupleTableSlot *slot, void *data) {
     store::Verdict verdict = store::ApplyFilter(*replay->filter, slot);
     if (verdict != store::Verdict::kTake)
         return verdict;
+    MemoryContext caller = MemoryContextSwitchTo(replay->scratch);
     CallHandler(&replay->handler, ExecFetchSlotHeapTupleDatum(slot));
+    MemoryContextSwitchTo(caller);
+    MemoryContextReset(replay->scratch);
     if (++replay->replayed % 100 == 0)
         ReportProgress(MyProcPid, replay->name, replay->replayed, replay->total);
     return verdict;
@@ -224,7 +228,13 @@ int64 ReplayInto(text *name, bool has_since, TimestampTz since, int64 after_posi
     // The horizon first, the snapshot second, as in read_all.
     filter.horizon = store::inflight::SafeHorizon(catalog.position_sequence);
     Snapshot snapshot = RegisterSnapshot(GetLatestSnapshot());
-    Replay replay{&filter, {}, name_text, 0, target.total};
+    Replay replay{
+        &filter,
+        {},
+        name_text,
+        0,
+        target.total,
+        AllocSetContextCreate(CurrentMemoryContext, "amebo replay", ALLOCSET_DEFAULT_SIZES)};
     fmgr_info(target.handler, &replay.handler);
     ScanKeyData key;
     store::PositionKey(after_position, &key);

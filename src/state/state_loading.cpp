@@ -34,6 +34,7 @@ struct Fold {
     int64 version;
     int64 replayed;
     int64 up_to_version; // negative: to the end
+    bool owns_state;     // state is a copy made by the fold (not the snapshot's or initial)
 };
 
 // The reducer registered for the stream's category; 42704 if there is none.
@@ -65,6 +66,7 @@ Reducer LookupReducer(text *stream) {
 void StartFold(text *stream, const Reducer &reducer, bool use_snapshot, Fold *fold) {
     fold->state = reducer.initial_state;
     fold->version = 0;
+    fold->owns_state = false;
     if (!use_snapshot)
         return;
     SPI_connect();
@@ -101,7 +103,11 @@ store::Verdict ApplyEvent(TupleTableSlot *slot, void *data) {
         throw Error(sqlstate::kNullValueNotAllowed,
                     "the reducer returned NULL at version " + std::to_string(version),
                     "A reducer returns the new state as jsonb.");
+    Datum previous = fold->state;
     fold->state = datumCopy(next, false, -1);
+    if (fold->owns_state)
+        pfree(DatumGetPointer(previous));
+    fold->owns_state = true;
     MemoryContextReset(fold->scratch);
     fold->version = version;
     fold->replayed++;

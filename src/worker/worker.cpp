@@ -175,6 +175,7 @@ bool RunProjections() {
     for (const auto &name : names) {
         Oid argtypes[2] = {TEXTOID, INT4OID};
         const char *name_text = name.c_str();
+        MemoryContextSwitchTo(g_pass_context);
         Datum args[2] = {pg::Call([&] { return CStringGetTextDatum(name_text); }),
                          Int32GetDatum(kBatchSize)};
         auto applied = RunInTransaction("SELECT amebo.run_projection($1, $2)", 2, argtypes, args);

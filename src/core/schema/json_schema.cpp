@@ -98,6 +98,7 @@ std::shared_ptr<CompiledSchema> CompiledSchema::Compile(const nlohmann::json &sc
     try {
         valijson::SchemaParser parser(valijson::SchemaParser::kDraft7);
         nlohmann::json resolved = ResolveLocalReferences(schema);
+        CheckReferenceCycles(resolved);
         valijson::adapters::NlohmannJsonAdapter adapter(resolved);
         parser.populateSchema(adapter, impl->schema);
         impl->fast = CompileFast(schema);

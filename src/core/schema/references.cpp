@@ -2,6 +2,10 @@
 #include "core/schema/references.hpp"
 
 #include <map>
+#include <set>
+#include <vector>
+
+#include "core/error.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -83,7 +87,96 @@ void RewriteRefs(json &node, const std::string &base, const std::map<std::string
             RewriteRefs(value, scope, ids, root);
 }
 
+// The node a local JSON Pointer ("/definitions/a", "" for the root) names, or nullptr.
+const json *Resolve(const json &root, const std::string &pointer) {
+    const json *node = &root;
+    std::size_t pos = 0;
+    while (pos < pointer.size()) {
+        if (pointer[pos] != '/')
+            return nullptr;
+        std::size_t next = pointer.find('/', pos + 1);
+        std::string token =
+            pointer.substr(pos + 1, next == std::string::npos ? std::string::npos : next - pos - 1);
+        std::string key;
+        for (std::size_t i = 0; i < token.size(); i++) {
+            if (token[i] == '~' && i + 1 < token.size())
+                key += token[++i] == '1' ? '/' : '~';
+            else
+                key += token[i];
+        }
+        if (node->is_object() && node->contains(key))
+            node = &node->at(key);
+        else if (node->is_array() && !key.empty() &&
+                 key.find_first_not_of("0123456789") == std::string::npos &&
+                 std::stoul(key) < node->size())
+            node = &(*node)[std::stoul(key)];
+        else
+            return nullptr;
+        pos = next == std::string::npos ? pointer.size() : next;
+    }
+    return node;
+}
+
+// The subschemas a validator applies to the same instance as node: through "$ref", "allOf",
+// "anyOf", "oneOf", "not", "if", "then" and "else".
+std::vector<const json *> InPlaceSubschemas(const json &root, const json &node) {
+    std::vector<const json *> next;
+    if (!node.is_object())
+        return next;
+    if (node.contains("$ref") && node.at("$ref").is_string()) {
+        std::string reference = node.at("$ref").get<std::string>();
+        if (!reference.empty() && reference[0] == '#')
+            if (const json *target = Resolve(root, reference.substr(1)))
+                next.push_back(target);
+        return next; // draft 7 ignores the siblings of "$ref"
+    }
+    for (const char *key : {"allOf", "anyOf", "oneOf"})
+        if (node.contains(key) && node.at(key).is_array())
+            for (const auto &item : node.at(key))
+                next.push_back(&item);
+    for (const char *key : {"not", "if", "then", "else"})
+        if (node.contains(key))
+            next.push_back(&node.at(key));
+    return next;
+}
+
+// Depth-first search along in-place edges; a node met again on the current path is a cycle.
+void Visit(const json &root, const json *node, std::set<const json *> &path,
+           std::set<const json *> &done) {
+    if (done.count(node))
+        return;
+    if (!path.insert(node).second)
+        throw Error(sqlstate::kInvalidSchema,
+                    "invalid JSON Schema: its \"$ref\"s form a cycle that never descends into "
+                    "the document, so no document could ever be validated against it");
+    for (const json *child : InPlaceSubschemas(root, *node))
+        Visit(root, child, path, done);
+    path.erase(node);
+    done.insert(node);
+}
+
+// Checks every subschema.
+void CheckCycles(const json &root, const json &node, std::set<const json *> &done) {
+    if (node.is_array()) {
+        for (const auto &item : node)
+            CheckCycles(root, item, done);
+        return;
+    }
+    if (!node.is_object())
+        return;
+    std::set<const json *> path;
+    Visit(root, &node, path, done);
+    for (const auto &[key, value] : node.items())
+        if (key != "enum" && key != "const" && key != "examples" && key != "default")
+            CheckCycles(root, value, done);
+}
+
 } // namespace
+
+void CheckReferenceCycles(const json &schema) {
+    std::set<const json *> done;
+    CheckCycles(schema, schema, done);
+}
 
 std::string ResolveUri(const std::string &base, const std::string &reference) {
     if (reference.empty())

@@ -13,6 +13,11 @@ namespace amebo::schema {
 // left as they are (remote ones are then refused at compilation).
 nlohmann::json ResolveLocalReferences(const nlohmann::json &schema);
 
+// Throws amebo::Error (AM007) if following "$ref"s from some subschema leads back to it
+// without descending into the document (valijson would recurse until the stack overflows).
+// Local references only ("#..." JSON Pointers, after ResolveLocalReferences).
+void CheckReferenceCycles(const nlohmann::json &schema);
+
 // Resolves a URI reference against a base URI (RFC 3986, without dot-segment removal).
 std::string ResolveUri(const std::string &base, const std::string &reference);
 
