@@ -2,6 +2,7 @@
 #include "pg/guard.hpp"
 #include "pg/shared_memory.hpp"
 #include "registry/action_rules.hpp"
+#include "registry/patterns_pg.hpp"
 #include "settings.hpp"
 #include "state/inline_projections.hpp"
 #include "state/rebuild.hpp"
@@ -21,6 +22,7 @@ void _PG_init(void) {
         amebo::store::inflight::Init();
         amebo::store::InitEventTable();
         amebo::registry::InitActionRules();
+        amebo::registry::InitPatternMatcher();
         amebo::state::InitInlineProjections();
         amebo::state::InitRebuild();
         amebo::worker::Init();

@@ -152,8 +152,6 @@ int32 CheckPayload(text *action, Jsonb *payload, int element) {
     if (fast != nullptr && pg::Call([&] { return FastHolds(*fast, payload); }))
         return rule.schema_version;
     // No fast form, or the fast check failed: valijson decides and explains.
-    if (compiled->has_patterns())
-        schema::CheckPatternSubject(pg::Call([&] { return LongestString(payload); }));
     auto violations = compiled->Validate(JsonbToJson(payload));
     if (!violations.empty())
         SchemaViolation(action, rule.schema_version, element, violations);

@@ -98,18 +98,6 @@ bool ValueHolds(const FastSchema &schema, JsonbValue *value) {
 
 } // namespace
 
-size_t LongestString(Jsonb *document) {
-    size_t longest = 0;
-    JsonbIterator *it = JsonbIteratorInit(&document->root);
-    JsonbValue value;
-    JsonbIteratorToken token;
-    while ((token = JsonbIteratorNext(&it, &value, false)) != WJB_DONE)
-        if ((token == WJB_KEY || token == WJB_VALUE || token == WJB_ELEM) &&
-            value.type == jbvString && static_cast<size_t>(value.val.string.len) > longest)
-            longest = value.val.string.len;
-    return longest;
-}
-
 bool FastHolds(const FastSchema &schema, Jsonb *document) {
     JsonbValue root;
     if (JB_ROOT_IS_SCALAR(document)) {

@@ -10,7 +10,4 @@ namespace amebo::registry {
 // jsonb accessors are called directly.
 bool FastHolds(const schema::FastSchema &schema, Jsonb *document);
 
-// The size in bytes of the longest string (value or key) anywhere in document.
-size_t LongestString(Jsonb *document);
-
 } // namespace amebo::registry

@@ -5,7 +5,6 @@
 
 #include "core/error.hpp"
 #include "core/schema/compatibility.hpp"
-#include "core/schema/fast_schema.hpp"
 #include "core/schema/json_schema.hpp"
 #include "pg/guard.hpp"
 #include "registry/jsonb_check.hpp"
@@ -65,9 +64,6 @@ extern "C" Datum amebo_schema_violations(PG_FUNCTION_ARGS) {
         Jsonb *schema_jsonb = JsonbArgument(fcinfo, 0, "schema");
         Jsonb *document = JsonbArgument(fcinfo, 1, "document");
         auto compiled = schema::CompiledSchema::Compile(registry::JsonbToJson(schema_jsonb));
-        if (compiled->has_patterns())
-            schema::CheckPatternSubject(
-                pg::Call([&] { return registry::LongestString(document); }));
         auto violations = compiled->Validate(registry::JsonbToJson(document));
         // The fast check must agree with valijson, the reference; the conformance suite
         // runs through here.

@@ -8,6 +8,7 @@
 
 #include "core/error.hpp"
 #include "core/schema/formats.hpp"
+#include "core/schema/patterns.hpp"
 
 namespace amebo::schema {
 
@@ -155,7 +156,7 @@ bool CompileKeyword(const std::string &key, const json &value, FastSchema *schem
     if (key == "pattern") {
         if (!value.is_string())
             return false;
-        schema->pattern.emplace(value.get<std::string>(), std::regex::ECMAScript);
+        schema->pattern = value.get<std::string>();
         return true;
     }
     if (key == "format") {
@@ -176,16 +177,6 @@ std::uint64_t CodePoints(std::string_view text) {
 }
 
 } // namespace
-
-void CheckPatternSubject(std::size_t bytes) {
-    if (bytes > kMaxPatternSubjectBytes)
-        throw Error(sqlstate::kProgramLimitExceeded,
-                    "a string of " + std::to_string(bytes) +
-                        " bytes is too long to be matched against a schema pattern",
-                    "Strings checked by \"pattern\" or \"patternProperties\" are limited to " +
-                        std::to_string(kMaxPatternSubjectBytes) + " bytes.",
-                    "Drop the pattern for this field, or store long text elsewhere.");
-}
 
 const FastSchema *FastSchema::Property(std::string_view name) const {
     auto found =
@@ -222,11 +213,8 @@ bool StringHolds(const FastSchema &schema, std::string_view value) {
             (schema.max_length && length > *schema.max_length))
             return false;
     }
-    if (schema.pattern) {
-        CheckPatternSubject(value.size());
-        if (!std::regex_search(value.begin(), value.end(), *schema.pattern))
-            return false;
-    }
+    if (schema.pattern && !PatternMatches(*schema.pattern, value))
+        return false;
     return schema.format.empty() || FormatHolds(schema.format, value);
 }
 

@@ -9,7 +9,6 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
-#include <regex>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -50,20 +49,12 @@ struct FastSchema {
     std::unique_ptr<FastSchema> items;      // nullptr: anything
     std::optional<std::uint64_t> min_items, max_items, min_length, max_length;
     std::optional<double> minimum, maximum, exclusive_minimum, exclusive_maximum;
-    std::optional<std::regex> pattern;
+    std::optional<std::string> pattern;
     std::string format; // empty: none
 
     // The subschema of a listed property, or nullptr.
     const FastSchema *Property(std::string_view name) const;
 };
-
-// The longest string a "pattern" is applied to. std::regex (libstdc++, which valijson uses
-// too) recurses once per character: about 20,000 characters of "^(a|b)*$" overflow an 8 MB
-// stack and would take the backend, and the cluster, down. Longer strings are refused (54000).
-inline constexpr std::size_t kMaxPatternSubjectBytes = 8192;
-
-// Throws amebo::Error (54000) if a string of this size may not meet a pattern.
-void CheckPatternSubject(std::size_t bytes);
 
 // Compiles a schema into the fast subset; nullptr when it uses anything outside it.
 std::unique_ptr<FastSchema> CompileFast(const nlohmann::json &schema);

@@ -18,6 +18,7 @@
 #include "core/error.hpp"
 #include "core/schema/fast_schema.hpp"
 #include "core/schema/formats.hpp"
+#include "core/schema/patterns.hpp"
 #include "core/schema/references.hpp"
 
 // valijson builds a std::regex on every "format" check; amebo checks formats with its own
@@ -25,7 +26,7 @@
 template <>
 bool valijson::ValidationVisitor<valijson::adapters::NlohmannJsonAdapter>::visit(
     const valijson::constraints::FormatConstraint &constraint) {
-    if (!m_target.maybeString())
+    if (!m_target.isString())
         return true;
     const std::string &format = constraint.getFormat();
     if (amebo::schema::FormatHolds(format, m_target.asString()))
@@ -33,6 +34,57 @@ bool valijson::ValidationVisitor<valijson::adapters::NlohmannJsonAdapter>::visit
     if (m_results)
         m_results->pushError(m_context, "String is not a valid " + format);
     return false;
+}
+
+// "pattern": matched by the installed engine (core/schema/patterns.hpp), not std::regex.
+template <>
+bool valijson::ValidationVisitor<valijson::adapters::NlohmannJsonAdapter>::visit(
+    const valijson::constraints::PatternConstraint &constraint) {
+    if (!m_target.isString())
+        return true;
+    std::string pattern(constraint.getPattern<std::string::allocator_type>());
+    if (amebo::schema::PatternMatches(pattern, m_target.asString()))
+        return true;
+    if (m_results)
+        m_results->pushError(m_context, "String does not match the pattern " + pattern);
+    return false;
+}
+
+// "patternProperties": every property whose name the pattern matches (by the installed
+// engine) must satisfy the subschema; the names are recorded for "additionalProperties".
+template <>
+template <>
+bool valijson::ValidationVisitor<valijson::adapters::NlohmannJsonAdapter>::
+    ValidatePatternPropertySubschemas::operator()(
+        const valijson::constraints::BasicConstraint<
+            valijson::constraints::PropertiesConstraint>::String &pattern_property,
+        const valijson::Subschema *subschema) const {
+    std::string pattern(pattern_property.c_str());
+    bool matched = false;
+    for (const auto member : m_object) {
+        if (!amebo::schema::PatternMatches(pattern, member.first))
+            continue;
+        matched = true;
+        if (m_propertiesMatched)
+            m_propertiesMatched->insert(member.first);
+        std::vector<std::string> context = m_context;
+        context.push_back("[" + member.first + "]");
+        ValidationVisitor validator(member.second, context, m_strictTypes, m_results,
+                                    m_regexesCache);
+        if (validator.validateSchema(*subschema))
+            continue;
+        if (m_results)
+            m_results->pushError(m_context, "Failed to validate against schema associated "
+                                            "with pattern '" +
+                                                pattern + "'.");
+        if (m_validated)
+            *m_validated = false;
+        if (!m_continueOnFailure)
+            return false;
+    }
+    if (!matched && !m_continueIfUnmatched)
+        return false;
+    return m_continueOnSuccess;
 }
 
 namespace amebo::schema {
@@ -82,7 +134,6 @@ struct CompiledSchema::Impl {
     valijson::Schema schema;
     valijson::Validator validator;
     std::unique_ptr<FastSchema> fast;
-    bool has_patterns = false;
 };
 
 CompiledSchema::CompiledSchema(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -92,9 +143,8 @@ CompiledSchema::~CompiledSchema() = default;
 std::shared_ptr<CompiledSchema> CompiledSchema::Compile(const nlohmann::json &schema) {
     if (!schema.is_object() && !schema.is_boolean())
         throw Error(sqlstate::kInvalidSchema, "a JSON Schema must be an object or a boolean");
-    bool has_patterns = CheckPatterns(schema);
+    CheckPatterns(schema);
     auto impl = std::make_unique<Impl>();
-    impl->has_patterns = has_patterns;
     try {
         valijson::SchemaParser parser(valijson::SchemaParser::kDraft7);
         nlohmann::json resolved = ResolveLocalReferences(schema);
@@ -113,10 +163,6 @@ std::shared_ptr<CompiledSchema> CompiledSchema::Compile(const nlohmann::json &sc
 
 const FastSchema *CompiledSchema::fast() const {
     return impl_->fast.get();
-}
-
-bool CompiledSchema::has_patterns() const {
-    return impl_->has_patterns;
 }
 
 std::vector<Violation> CompiledSchema::Validate(const nlohmann::json &document) {

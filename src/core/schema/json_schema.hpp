@@ -29,9 +29,6 @@ class CompiledSchema {
     // The schema's fast form (core/schema/fast_schema.hpp), or nullptr if it has none.
     const FastSchema *fast() const;
 
-    // True when the schema uses "pattern" or "patternProperties" anywhere.
-    bool has_patterns() const;
-
     ~CompiledSchema();
 
   private:
