@@ -92,3 +92,17 @@ SELECT amebo.append_event('gone-1', 'gone.created', '{}', 0);
 SELECT substr(event_id::text, 15, 1) AS uuid_version, count(*) > 0 AS some
 FROM amebo.events GROUP BY 1;
 SELECT substr(amebo.new_event_id()::text, 15, 1) AS new_event_id_version;
+
+-- A batch in which only some events carry an id is still recognized when retried: the
+-- events without ids were stored with the others, atomically; the last version is returned.
+SELECT amebo.append_events('cart-3', '[
+    {"action": "cart.opened", "payload": {}},
+    {"action": "cart.item_added", "payload": {"sku": "Q"}, "event_id": "6a1f0c2e-0000-4000-8000-000000000030"},
+    {"action": "cart.item_added", "payload": {"sku": "R"}}
+]', 0);
+SELECT amebo.append_events('cart-3', '[
+    {"action": "cart.opened", "payload": {}},
+    {"action": "cart.item_added", "payload": {"sku": "Q"}, "event_id": "6a1f0c2e-0000-4000-8000-000000000030"},
+    {"action": "cart.item_added", "payload": {"sku": "R"}}
+]', 0) AS retried_version;
+SELECT count(*) AS cart_3_events FROM amebo.events WHERE stream = 'cart-3';

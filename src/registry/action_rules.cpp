@@ -35,6 +35,7 @@ struct Registration {
     Jsonb *schema; // nullptr: no schema
 };
 
+constexpr size_t kMaxCachedRules = 10000;
 std::unordered_map<std::string, ActionRule> g_rules;
 bool g_rules_stale = false;
 Oid g_actions_relid = InvalidOid;
@@ -104,6 +105,9 @@ const ActionRule &Rule(text *action) {
     rule.schema_version = registration.schema_version;
     if (registration.schema != nullptr)
         rule.schema = schema::CompiledSchema::Compile(JsonbToJson(registration.schema));
+    // Every distinct action name is remembered (unregistered ones too): keep it bounded.
+    if (g_rules.size() >= kMaxCachedRules)
+        g_rules.clear();
     return g_rules.emplace(std::move(name), std::move(rule)).first->second;
 }
 

@@ -170,13 +170,16 @@ bool SameContent(TupleTableSlot *slot, text *stream, const NewEvent &event) {
 enum class Retry { kNew, kAlreadyStored, kMustWait };
 
 // Looks up the batch's event ids: all stored with the same content means a retry of a
-// committed append; none stored means a new append; anything else is an error.
+// committed append (events without an id were stored with them, atomically); none stored
+// means a new append; anything else is an error.
 Retry CheckRetry(AppendTarget *target, text *stream, const NewEvent *events, int count,
                  int64 *stored_version, TransactionId *wait_for) {
     int stored = 0;
+    int with_ids = 0;
     for (int i = 0; i < count; i++) {
         if (events[i].event_id == nullptr)
             continue;
+        with_ids++;
         SnapshotData dirty;
         InitDirtySnapshot(dirty);
         Probe probe = ProbeEventId(target->heap, target->event_id_index, &dirty, events[i].event_id,
@@ -190,17 +193,19 @@ Retry CheckRetry(AppendTarget *target, text *stream, const NewEvent *events, int
         }
         if (!SameContent(target->probe_slot, stream, events[i]))
             EventIdConflict(target->probe_slot, events[i].event_id);
-        *stored_version = SlotVersion(target->probe_slot);
+        // A batch is stored atomically at consecutive versions: the last event's version
+        // follows from any stored one's.
+        *stored_version = SlotVersion(target->probe_slot) + (count - 1 - i);
         ExecClearTuple(target->probe_slot);
         stored++;
     }
     if (stored == 0)
         return Retry::kNew;
-    if (stored == count)
+    if (stored == with_ids)
         return Retry::kAlreadyStored;
     throw Error(sqlstate::kEventIdConflict, "the batch is partly stored already",
-                std::to_string(stored) + " of its " + std::to_string(count) +
-                    " events are stored under their event_id.",
+                std::to_string(stored) + " of its " + std::to_string(with_ids) +
+                    " events with an event_id are stored.",
                 "A retry must repeat the whole batch exactly.");
 }
 

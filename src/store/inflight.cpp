@@ -93,8 +93,15 @@ void OnTransactionEvent(XactEvent event, void *) {
                 worker::WakeForCommittedEvents();
             break;
         }
+        case XACT_EVENT_ABORT: {
+            // Events committed behind an aborted append become readable now: wake too.
+            bool appended = g_published;
+            Withdraw();
+            if (appended)
+                worker::WakeForCommittedEvents();
+            break;
+        }
         case XACT_EVENT_PARALLEL_COMMIT:
-        case XACT_EVENT_ABORT:
         case XACT_EVENT_PARALLEL_ABORT:
         case XACT_EVENT_PREPARE:
             Withdraw();
