@@ -170,8 +170,7 @@ bool SameContent(TupleTableSlot *slot, text *stream, const NewEvent &event) {
 enum class Retry { kNew, kAlreadyStored, kMustWait };
 
 // Looks up the batch's event ids: all stored with the same content means a retry of a
-// committed append (events without an id were stored with them, atomically); none stored
-// means a new append; anything else is an error.
+// committed append; none stored means a new append; anything else is an error.
 Retry CheckRetry(AppendTarget *target, text *stream, const NewEvent *events, int count,
                  int64 *stored_version, TransactionId *wait_for) {
     int stored = 0;
@@ -193,19 +192,19 @@ Retry CheckRetry(AppendTarget *target, text *stream, const NewEvent *events, int
         }
         if (!SameContent(target->probe_slot, stream, events[i]))
             EventIdConflict(target->probe_slot, events[i].event_id);
-        // A batch is stored atomically at consecutive versions: the last event's version
-        // follows from any stored one's.
-        *stored_version = SlotVersion(target->probe_slot) + (count - 1 - i);
+        *stored_version = SlotVersion(target->probe_slot);
         ExecClearTuple(target->probe_slot);
         stored++;
     }
     if (stored == 0)
         return Retry::kNew;
-    if (stored == with_ids)
+    if (stored == count)
         return Retry::kAlreadyStored;
+    // Events without an id cannot be matched, so a batch that has some is never taken for a
+    // retry (it could differ from the stored one in exactly those events).
     throw Error(sqlstate::kEventIdConflict, "the batch is partly stored already",
-                std::to_string(stored) + " of its " + std::to_string(with_ids) +
-                    " events with an event_id are stored.",
+                std::to_string(stored) + " of its " + std::to_string(count) + " events (" +
+                    std::to_string(with_ids) + " with an event_id) are stored.",
                 "A retry must repeat the whole batch exactly.");
 }
 
