@@ -37,7 +37,7 @@ Oid g_projections_relid = InvalidOid;
 struct ProjectionRow {
     char *name;
     Oid handler;
-    Datum *actions;
+    char **actions; // NUL-terminated copies, so the C++ side calls nothing of PostgreSQL's
     int action_count;
 };
 
@@ -71,8 +71,12 @@ int ReadInlineProjections(ProjectionRow **rows) {
         Datum actions = SPI_getbinval(tuple, desc, 3, &isnull);
         if (!isnull) {
             bool *nulls;
+            Datum *elements;
             deconstruct_array(DatumGetArrayTypePCopy(actions), TEXTOID, -1, false, TYPALIGN_INT,
-                              &row.actions, &nulls, &row.action_count);
+                              &elements, &nulls, &row.action_count);
+            row.actions = static_cast<char **>(palloc(sizeof(char *) * (row.action_count + 1)));
+            for (int a = 0; a < row.action_count; a++)
+                row.actions[a] = TextDatumGetCString(elements[a]);
         }
         MemoryContextSwitchTo(old);
     }
@@ -95,7 +99,7 @@ void EnsureLoaded() {
         FmgrInfo *info = &projections[i].handler;
         pg::Call([&] { fmgr_info_cxt(handler, info, TopMemoryContext); });
         for (int a = 0; a < rows[i].action_count; a++)
-            projections[i].actions.emplace_back(pg::TextView(DatumGetTextPP(rows[i].actions[a])));
+            projections[i].actions.emplace_back(rows[i].actions[a]);
     }
     g_projections = std::make_shared<const std::vector<InlineProjection>>(std::move(projections));
     // Without amebo.projections (extension 1.1 or older) nothing would ever invalidate the
