@@ -216,6 +216,21 @@ bool RunProjectionsSafely() {
     return more;
 }
 
+// Handles pending interrupts between passes. SIGTERM ends the worker (FATAL); a query
+// cancel aimed at an idle worker is logged and ignored instead of ending it.
+void ServiceInterrupts() {
+    ErrorData *cancelled = nullptr;
+    try {
+        pg::Call([] { CHECK_FOR_INTERRUPTS(); });
+    } catch (const pg::PgError &error) {
+        cancelled = error.data();
+    }
+    if (cancelled != nullptr) {
+        cancelled->elevel = LOG;
+        ThrowErrorData(cancelled);
+    }
+}
+
 } // namespace
 
 void Init() {
@@ -269,7 +284,7 @@ void amebo_worker_main(Datum) {
                                 settings::worker_naptime, PG_WAIT_EXTENSION);
                 ResetLatch(MyLatch);
             }
-            CHECK_FOR_INTERRUPTS();
+            worker::ServiceInterrupts();
             if (ConfigReloadPending) {
                 ConfigReloadPending = false;
                 ProcessConfigFile(PGC_SIGHUP);
