@@ -2,13 +2,13 @@
 # binary; runs on its own temporary cluster).  The full test run: test/run-all.sh.
 EXTENSION = amebo
 MODULE_big = amebo
-DATA = sql/amebo--1.0.sql sql/amebo--1.0--1.1.sql sql/amebo--1.1--1.2.sql
+DATA = sql/amebo--1.0.sql sql/amebo--1.0--1.1.sql sql/amebo--1.1--1.2.sql sql/amebo--1.2--1.3.sql
 PG_CONFIG ?= pg_config
 
 # Pure C++ modules: compiled without PostgreSQL's include path, so they cannot include it.
 PURE_SRCS = $(wildcard src/core/*.cpp src/core/*/*.cpp)
 PG_SRCS = $(wildcard src/*.cpp src/pg/*.cpp src/store/*.cpp src/registry/*.cpp src/state/*.cpp \
-	src/worker/*.cpp)
+	src/delivery/*.cpp src/worker/*.cpp)
 PURE_OBJS = $(PURE_SRCS:.cpp=.o)
 OBJS = $(PG_SRCS:.cpp=.o) $(PURE_OBJS)
 AMEBO_HEADERS = $(wildcard src/*.hpp src/*/*.hpp src/*/*/*.hpp)
@@ -16,7 +16,7 @@ AMEBO_HEADERS = $(wildcard src/*.hpp src/*/*.hpp src/*/*/*.hpp)
 PG_CPPFLAGS = -I$(srcdir)/src
 PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Wno-register -Wno-unused-parameter \
 	-Wno-missing-field-initializers -fno-omit-frame-pointer $(AMEBO_WERROR)
-SHLIB_LINK = -lstdc++
+SHLIB_LINK = -lcurl -lcrypto -lstdc++
 
 REGRESS = setup border append read_stream read_all immutability bad_input registry validation \
 	state projections upgrade
@@ -50,3 +50,12 @@ format:
 	clang-format -i $(PG_SRCS) $(PURE_SRCS) $(AMEBO_HEADERS)
 format-check:
 	clang-format --dry-run --Werror $(PG_SRCS) $(PURE_SRCS) $(AMEBO_HEADERS)
+
+# Unit tests of the pure C++ modules: a plain program, no PostgreSQL server needed.
+.PHONY: unit
+EXTRA_CLEAN += test/unit/delivery_test
+unit: test/unit/delivery_test
+	./test/unit/delivery_test
+test/unit/delivery_test: test/unit/delivery_test.cpp $(PURE_OBJS) $(AMEBO_HEADERS)
+	$(CXX) -std=c++17 -Wall -Wextra -Werror -I$(srcdir)/src -isystem $(VALIJSON_INCLUDE) \
+		-DAMEBO_PURE_CXX -o $@ $(filter %.cpp %.o,$^) -lcrypto

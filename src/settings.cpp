@@ -11,6 +11,14 @@ int unknown_actions = registry::kAllowUnknownActions;
 int snapshots_to_keep = 3;
 char *database_name = nullptr;
 int worker_naptime = 1000;
+bool allow_private_targets = false;
+int retry_base_delay = 1000;
+int retry_max_delay = 3600 * 1000;
+int delivery_timeout = 10000;
+int connect_timeout = 5000;
+int max_concurrent_requests = 64;
+int max_requests_per_subscription = 16;
+int delivery_log_retention = 7 * 24 * 3600;
 
 namespace {
 
@@ -20,6 +28,45 @@ const struct config_enum_entry kUnknownActionsOptions[] = {
     {"reject", registry::kRejectUnknownActions, false},
     {nullptr, 0, false},
 };
+
+// A worker setting in milliseconds, changed by a reload.
+void DefineMilliseconds(const char *name, const char *description, int *value, int initial,
+                        int minimum, int maximum) {
+    DefineCustomIntVariable(name, description, nullptr, value, initial, minimum, maximum,
+                            PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr, nullptr);
+}
+
+// The settings of webhook delivery.
+void DefineDeliverySettings() {
+    DefineCustomBoolVariable(
+        "amebo.allow_private_targets",
+        "Whether webhook handlers may resolve to loopback, private, link-local or metadata "
+        "addresses.",
+        "Checked when a subscription is created or changed, and again at every connection, after "
+        "DNS resolution. Superuser-only: it widens what database roles can reach.",
+        &allow_private_targets, false, PGC_SUSET, 0, nullptr, nullptr, nullptr);
+    DefineMilliseconds("amebo.retry_base_delay", "Delay before the first retry of a delivery.",
+                       &retry_base_delay, 1000, 10, 24 * 3600 * 1000);
+    DefineMilliseconds("amebo.retry_max_delay", "Longest delay between two delivery attempts.",
+                       &retry_max_delay, 3600 * 1000, 10, 7 * 24 * 3600 * 1000);
+    DefineMilliseconds("amebo.delivery_timeout", "Longest a webhook request may take in all.",
+                       &delivery_timeout, 10000, 100, 600 * 1000);
+    DefineMilliseconds("amebo.connect_timeout", "Longest connecting to a webhook handler may take.",
+                       &connect_timeout, 5000, 100, 600 * 1000);
+    DefineCustomIntVariable("amebo.max_concurrent_requests",
+                            "Webhook requests the worker keeps in flight at most.", nullptr,
+                            &max_concurrent_requests, 64, 1, 10000, PGC_SIGHUP, 0, nullptr, nullptr,
+                            nullptr);
+    DefineCustomIntVariable("amebo.max_requests_per_subscription",
+                            "Webhook requests in flight at most per subscription (ordered "
+                            "subscriptions always send one at a time).",
+                            nullptr, &max_requests_per_subscription, 16, 1, 10000, PGC_SIGHUP, 0,
+                            nullptr, nullptr, nullptr);
+    DefineCustomIntVariable("amebo.delivery_log_retention",
+                            "How long the worker keeps rows of amebo.delivery_log.", nullptr,
+                            &delivery_log_retention, 7 * 24 * 3600, 60, INT_MAX, PGC_SIGHUP,
+                            GUC_UNIT_S, nullptr, nullptr, nullptr);
+}
 
 } // namespace
 
@@ -50,6 +97,7 @@ void Init() {
         "amebo.worker_naptime", "How long the background worker sleeps when no commit wakes it.",
         "Commits that append events wake it at once; this is the fallback.", &worker_naptime, 1000,
         10, 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr, nullptr);
+    DefineDeliverySettings();
     MarkGUCPrefixReserved("amebo");
 }
 

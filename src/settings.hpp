@@ -18,6 +18,24 @@ extern char *database_name;
 // amebo.worker_naptime: the background worker's fallback wake-up interval, in milliseconds.
 extern int worker_naptime;
 
+// amebo.allow_private_targets: whether handlers may be loopback, private or link-local.
+extern bool allow_private_targets;
+
+// amebo.retry_base_delay / amebo.retry_max_delay: the retry schedule, in milliseconds.
+extern int retry_base_delay;
+extern int retry_max_delay;
+
+// amebo.delivery_timeout / amebo.connect_timeout: limits of one request, in milliseconds.
+extern int delivery_timeout;
+extern int connect_timeout;
+
+// amebo.max_concurrent_requests / amebo.max_requests_per_subscription: requests in flight.
+extern int max_concurrent_requests;
+extern int max_requests_per_subscription;
+
+// amebo.delivery_log_retention: how long delivery_log rows are kept, in seconds.
+extern int delivery_log_retention;
+
 // Defines every amebo.* setting; called once from _PG_init.
 void Init();
 

@@ -1,13 +1,18 @@
-// The background worker's life: connect, then loop: apply async projections, sleep on the
-// latch until a commit or the fallback timer wakes it. Never a transaction held while idle.
+// The background worker's life: connect, then loop: deliver webhooks (delivery/service),
+// apply async projections, and wait on the latch, curl's sockets and timers together until a
+// commit, a reply or the fallback timer wakes it. Never a transaction held while idle or
+// across an HTTP call.
 #include "worker/worker.hpp"
 
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "delivery/service.hpp"
 #include "pg/guard.hpp"
 #include "pg/shared_memory.hpp"
 #include "settings.hpp"
+#include "worker/sql_runner.hpp"
 
 extern "C" {
 #include "access/xact.h"
@@ -27,6 +32,15 @@ namespace {
 
 // Events applied per projection per transaction.
 constexpr int kBatchSize = 1000;
+// Subscriptions whose live figures the worker publishes.
+constexpr int kMaxFigures = 1024;
+
+// One subscription's live figures, as the worker publishes them.
+struct SharedFigures {
+    int64 subscription_id;
+    int32 in_flight;
+    int32 queued;
+};
 
 // What the worker shares with other processes.
 struct WorkerShared {
@@ -34,7 +48,11 @@ struct WorkerShared {
     int pid;
     int pgprocno;
     bool has_async_projections;
+    bool delivering;      // webhook delivery is active: every commit of events wakes it
     uint64 wake_requests; // counts wake-ups asked for; the worker compares it across a pass
+    uint64 changes;       // counts committed changes of subscriptions or stored messages
+    int figure_count;
+    SharedFigures figures[kMaxFigures];
     TimestampTz started_at;
     TimestampTz last_run_at;
     char database[NAMEDATALEN];
@@ -68,7 +86,7 @@ void SetWorkerLatch(bool always) {
         return;
     SpinLockAcquire(&g_shared->mutex);
     int pgprocno = g_shared->pgprocno;
-    bool wanted = always || g_shared->has_async_projections;
+    bool wanted = always || g_shared->has_async_projections || g_shared->delivering;
     if (wanted)
         g_shared->wake_requests++;
     SpinLockRelease(&g_shared->mutex);
@@ -82,6 +100,26 @@ uint64 WakeRequests() {
     uint64 requests = g_shared->wake_requests;
     SpinLockRelease(&g_shared->mutex);
     return requests;
+}
+
+// How many committed changes of subscriptions there were so far.
+uint64 Changes() {
+    SpinLockAcquire(&g_shared->mutex);
+    uint64 changes = g_shared->changes;
+    SpinLockRelease(&g_shared->mutex);
+    return changes;
+}
+
+// Publishes whether delivery is active and its figures per subscription.
+void PublishDelivery(bool delivering, const std::vector<delivery::SubscriptionFigures> &figures) {
+    int count = std::min<int>(figures.size(), kMaxFigures);
+    SpinLockAcquire(&g_shared->mutex);
+    g_shared->delivering = delivering;
+    g_shared->figure_count = count;
+    for (int i = 0; i < count; i++)
+        g_shared->figures[i] = {figures[i].subscription_id, figures[i].in_flight,
+                                figures[i].queued};
+    SpinLockRelease(&g_shared->mutex);
 }
 
 // Records that this process is the worker, or (pid 0) that it stopped.
@@ -100,60 +138,20 @@ void OnWorkerExit(int, Datum) {
     Publish(0, -1);
 }
 
-// Memory for one pass's query results, reset at the start of each pass.
-MemoryContext g_pass_context = nullptr;
-
-// Column 1 of every row of a query, as text.
-struct QueryRows {
-    int count;
-    char **values;
-};
-
-// Runs one SQL statement in its own transaction (PostgreSQL side: no C++ objects; the
-// results are copied into g_pass_context, which outlives the transaction).
-QueryRows RunQuery(const char *sql, int nargs, Oid *argtypes, Datum *args) {
-    SetCurrentStatementStartTimestamp();
-    StartTransactionCommand();
-    SPI_connect();
-    PushActiveSnapshot(GetTransactionSnapshot());
-    pgstat_report_activity(STATE_RUNNING, sql);
-    SPI_execute_with_args(sql, nargs, argtypes, args, nullptr, false, 0);
-    QueryRows rows{static_cast<int>(SPI_processed),
-                   static_cast<char **>(
-                       MemoryContextAlloc(g_pass_context, sizeof(char *) * (SPI_processed + 1)))};
-    for (uint64 i = 0; i < SPI_processed; i++) {
-        char *value = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
-        rows.values[i] = MemoryContextStrdup(g_pass_context, value ? value : "");
-    }
-    SPI_finish();
-    PopActiveSnapshot();
-    CommitTransactionCommand();
-    pgstat_report_activity(STATE_IDLE, nullptr);
-    return rows;
-}
-
-// RunQuery through the border: its rows as strings, or a PgError.
-std::vector<std::string> RunInTransaction(const char *sql, int nargs, Oid *argtypes, Datum *args) {
-    // A commit leaves TopMemoryContext current; an error is copied into the current context.
-    MemoryContextSwitchTo(g_pass_context);
-    QueryRows rows = pg::Call([&] { return RunQuery(sql, nargs, argtypes, args); });
-    return std::vector<std::string>(rows.values, rows.values + rows.count);
-}
-
 // The async projections to run; none while the extension (1.2 or later) is not installed.
 std::vector<std::string> RunnableProjections() {
-    return RunInTransaction(
-        "SELECT p.name FROM pg_catalog.pg_extension x, amebo.projections p "
-        "WHERE x.extname = 'amebo' AND p.mode = 'async' AND p.state = 'running' "
-        "AND pg_catalog.to_regclass('amebo.projections') IS NOT NULL ORDER BY p.name",
-        0, nullptr, nullptr);
+    std::vector<std::string> names;
+    for (const auto &row : RunSql(
+             "SELECT p.name FROM pg_catalog.pg_extension x, amebo.projections p "
+             "WHERE x.extname = 'amebo' AND p.mode = 'async' AND p.state = 'running' "
+             "AND pg_catalog.to_regclass('amebo.projections') IS NOT NULL ORDER BY p.name"))
+        names.push_back(row.at(0));
+    return names;
 }
 
 // True when amebo.projections exists in this database.
 bool ProjectionsInstalled() {
-    auto rows = RunInTransaction("SELECT pg_catalog.to_regclass('amebo.projections') IS NOT NULL",
-                                 0, nullptr, nullptr);
-    return !rows.empty() && rows[0] == "t";
+    return RunSqlValue("SELECT pg_catalog.to_regclass('amebo.projections') IS NOT NULL") == "t";
 }
 
 // Records a pass: when, and whether there are async projections to wake it for.
@@ -173,13 +171,9 @@ bool RunProjections() {
     auto names = RunnableProjections();
     bool more = false;
     for (const auto &name : names) {
-        Oid argtypes[2] = {TEXTOID, INT4OID};
-        const char *name_text = name.c_str();
-        MemoryContextSwitchTo(g_pass_context);
-        Datum args[2] = {pg::Call([&] { return CStringGetTextDatum(name_text); }),
-                         Int32GetDatum(kBatchSize)};
-        auto applied = RunInTransaction("SELECT amebo.run_projection($1, $2)", 2, argtypes, args);
-        more = more || (!applied.empty() && applied[0] == std::to_string(kBatchSize));
+        auto applied = RunSqlValue("SELECT amebo.run_projection($1, $2::integer)",
+                                   {name, std::to_string(kBatchSize)});
+        more = more || applied == std::to_string(kBatchSize);
     }
     RecordRun(!names.empty());
     return more;
@@ -187,8 +181,12 @@ bool RunProjections() {
 
 // Wakes the worker at commit if Wake() asked for it in this transaction.
 void WakeAtCommit(XactEvent event, void *) {
-    if (event == XACT_EVENT_COMMIT && g_wake_at_commit)
+    if (event == XACT_EVENT_COMMIT && g_wake_at_commit && g_shared != nullptr) {
+        SpinLockAcquire(&g_shared->mutex);
+        g_shared->changes++;
+        SpinLockRelease(&g_shared->mutex);
         SetWorkerLatch(true);
+    }
     if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT)
         g_wake_at_commit = false;
 }
@@ -197,11 +195,6 @@ void WakeAtCommit(XactEvent event, void *) {
 bool RunProjectionsSafely() {
     ErrorData *failed = nullptr;
     bool more = false;
-    if (g_pass_context == nullptr)
-        g_pass_context =
-            AllocSetContextCreate(TopMemoryContext, "amebo worker pass", ALLOCSET_DEFAULT_SIZES);
-    MemoryContextSwitchTo(TopMemoryContext);
-    MemoryContextReset(g_pass_context);
     try {
         more = RunProjections();
     } catch (const pg::PgError &error) {
@@ -263,6 +256,74 @@ void Wake() {
 
 using namespace amebo;
 
+namespace amebo::worker {
+namespace {
+
+// Decides when the async projections pass runs: after a wake-up while there are async
+// projections, after a change, while a pass filled a batch, and at least every naptime.
+struct ProjectionSchedule {
+    uint64 requests_seen = 0;
+    TimestampTz next_run = 0;
+    bool more = false;
+
+    // True when a pass is due.
+    bool Due(uint64 requests, bool changed) {
+        TimestampTz now = GetCurrentTimestamp();
+        bool has_async;
+        SpinLockAcquire(&g_shared->mutex);
+        has_async = g_shared->has_async_projections;
+        SpinLockRelease(&g_shared->mutex);
+        bool due = more || changed || now >= next_run || (has_async && requests != requests_seen);
+        if (due) {
+            requests_seen = requests;
+            next_run = now + settings::worker_naptime * INT64CONST(1000);
+        }
+        return due;
+    }
+};
+
+// The loop: projections, deliveries, then a wait that also drives HTTP transfers.
+void RunLoop() {
+    std::string database = settings::database_name;
+    delivery::DeliveryService deliveries;
+    ProjectionSchedule projections;
+    uint64 changes_seen = Changes();
+    bool first = true;
+    for (;;) {
+        // A pass can swallow a latch set meanwhile (lock waits and pg_sleep in handlers
+        // reset the latch), so also compare the count of wake-up requests.
+        uint64 requests = WakeRequests();
+        uint64 changes = Changes();
+        bool changed = first || changes != changes_seen;
+        changes_seen = changes;
+        first = false;
+        ResetSqlMemory();
+        if (projections.Due(requests, changed))
+            projections.more = RunProjectionsSafely();
+        deliveries.Step(changed);
+        auto figures = deliveries.Figures();
+        PublishDelivery(!figures.empty(), figures);
+        if (!projections.more && requests == WakeRequests() && changes == Changes()) {
+            if (!deliveries.Wait(settings::worker_naptime)) {
+                (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+                                deliveries.Figures().empty() ? settings::worker_naptime : 0,
+                                PG_WAIT_EXTENSION);
+                ResetLatch(MyLatch);
+            }
+        }
+        ServiceInterrupts();
+            if (ConfigReloadPending) {
+                ConfigReloadPending = false;
+                ProcessConfigFile(PGC_SIGHUP);
+                if (database != settings::database_name)
+                    proc_exit(1);
+            }
+    }
+}
+
+} // namespace
+} // namespace amebo::worker
+
 // The worker: connect to amebo.database_name, then loop until told to stop. A change of
 // amebo.database_name exits with code 1 so that the postmaster starts it again there.
 void amebo_worker_main(Datum) {
@@ -271,33 +332,39 @@ void amebo_worker_main(Datum) {
         pqsignal(SIGTERM, die);
         BackgroundWorkerUnblockSignals();
         BackgroundWorkerInitializeConnection(settings::database_name, nullptr, 0);
-        std::string database = settings::database_name;
         worker::Publish(MyProcPid, MyProc->pgprocno);
         before_shmem_exit(worker::OnWorkerExit, 0);
-        for (;;) {
-            // A pass can swallow a latch set meanwhile (lock waits and pg_sleep in handlers
-            // reset the latch), so also compare the count of wake-up requests.
-            uint64 requests = worker::WakeRequests();
-            bool more = worker::RunProjectionsSafely();
-            if (!more && requests == worker::WakeRequests()) {
-                (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-                                settings::worker_naptime, PG_WAIT_EXTENSION);
-                ResetLatch(MyLatch);
-            }
-            worker::ServiceInterrupts();
-            if (ConfigReloadPending) {
-                ConfigReloadPending = false;
-                ProcessConfigFile(PGC_SIGHUP);
-                if (database != settings::database_name)
-                    proc_exit(1);
-            }
-        }
+        worker::RunLoop();
     });
 }
 
 extern "C" {
 PG_FUNCTION_INFO_V1(amebo_worker_status);
 PG_FUNCTION_INFO_V1(amebo_wake_worker);
+PG_FUNCTION_INFO_V1(amebo_delivery_worker_stats);
+}
+
+// amebo.delivery_worker_stats() -> (subscription_id, in_flight, queued) per subscription the
+// worker delivers to
+extern "C" Datum amebo_delivery_worker_stats(PG_FUNCTION_ARGS) {
+    return pg::Entry([&] {
+        InitMaterializedSRF(fcinfo, 0);
+        auto *result = reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);
+        if (worker::g_shared == nullptr)
+            return (Datum)0;
+        auto *copy = static_cast<worker::WorkerShared *>(palloc(sizeof(worker::WorkerShared)));
+        SpinLockAcquire(&worker::g_shared->mutex);
+        memcpy(copy, worker::g_shared, sizeof(worker::WorkerShared));
+        SpinLockRelease(&worker::g_shared->mutex);
+        for (int i = 0; copy->pid != 0 && i < copy->figure_count; i++) {
+            const auto &figures = copy->figures[i];
+            Datum values[3] = {Int64GetDatum(figures.subscription_id),
+                               Int32GetDatum(figures.in_flight), Int32GetDatum(figures.queued)};
+            bool nulls[3] = {false, false, false};
+            tuplestore_putvalues(result->setResult, result->setDesc, values, nulls);
+        }
+        return (Datum)0;
+    });
 }
 
 // amebo.worker_status() -> (pid, database, started_at, last_run_at), one row while it runs
@@ -307,16 +374,16 @@ extern "C" Datum amebo_worker_status(PG_FUNCTION_ARGS) {
         auto *result = reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);
         if (worker::g_shared == nullptr)
             return (Datum)0;
-        worker::WorkerShared copy;
+        auto *copy = static_cast<worker::WorkerShared *>(palloc(sizeof(worker::WorkerShared)));
         SpinLockAcquire(&worker::g_shared->mutex);
-        memcpy(&copy, worker::g_shared, sizeof(copy));
+        memcpy(copy, worker::g_shared, sizeof(worker::WorkerShared));
         SpinLockRelease(&worker::g_shared->mutex);
-        if (copy.pid == 0)
+        if (copy->pid == 0)
             return (Datum)0;
-        Datum values[4] = {Int32GetDatum(copy.pid), CStringGetTextDatum(copy.database),
-                           TimestampTzGetDatum(copy.started_at),
-                           TimestampTzGetDatum(copy.last_run_at)};
-        bool nulls[4] = {false, false, false, copy.last_run_at == 0};
+        Datum values[4] = {Int32GetDatum(copy->pid), CStringGetTextDatum(copy->database),
+                           TimestampTzGetDatum(copy->started_at),
+                           TimestampTzGetDatum(copy->last_run_at)};
+        bool nulls[4] = {false, false, false, copy->last_run_at == 0};
         tuplestore_putvalues(result->setResult, result->setDesc, values, nulls);
         return (Datum)0;
     });

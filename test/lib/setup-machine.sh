@@ -13,6 +13,10 @@ packages=(
     nlohmann-json3-dev
     json-schema-test-suite
     clang-format
+    libcurl4-openssl-dev
+    libssl-dev
+    libipc-run-perl
+    nginx
 )
 
 # valijson is header-only, but Debian's libvalijson-dev depends on the libraries of every

@@ -1,0 +1,189 @@
+// The delivery engine's state, without I/O: which subscription gets which event, which
+// requests to send next, what each outcome means (done, retry later, dead, disable), what
+// must be written down, and up to which WAL position the logical queue may be confirmed.
+// Pure C++: the worker feeds it events and HTTP results and does the I/O.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/delivery/feed_event.hpp"
+
+namespace amebo::delivery {
+
+// A subscription as the worker loaded it.
+struct Subscription {
+    int64_t id = 0;
+    std::string pattern; // action name or pattern
+    std::string handler;
+    std::string secret; // whsec_…
+    int max_retries = 5;
+    std::optional<nlohmann::json> filter;
+    bool ordered = false;
+    int batch_size = 1;
+    int64_t start_position = 0;
+    std::string state = "active"; // active, paused, disabled
+};
+
+// Limits and timings, from the amebo.* settings.
+struct DispatchSettings {
+    size_t max_requests = 64;                  // in flight overall
+    size_t max_requests_per_subscription = 16; // in flight per unordered subscription
+    int64_t hold_ms = 1000;       // a new message not done by then is stored, freeing the slot
+    int64_t retry_base_ms = 1000; // first retry delay
+    int64_t retry_max_ms = 3600 * 1000;
+    int64_t request_timeout_ms = 10000;
+};
+
+// A message stored in amebo.deliveries that is due, with its events.
+struct StoredMessage {
+    int64_t subscription_id = 0;
+    std::string webhook_id;
+    int attempts = 0;
+    std::vector<FeedEvent> events;
+};
+
+// A POST to make.
+struct Request {
+    uint64_t tag = 0;
+    std::string url;
+    std::vector<std::string> headers;
+    std::string body;
+};
+
+// How a POST ended.
+struct Response {
+    uint64_t tag = 0;
+    long status = 0;
+    std::string error;
+    double duration_ms = 0;
+    std::string retry_after;
+};
+
+// Per subscription figures for the status view.
+struct SubscriptionFigures {
+    int64_t subscription_id = 0;
+    int in_flight = 0;
+    int queued = 0;
+};
+
+// Times are microseconds since 2000-01-01 UTC (PostgreSQL's epoch).
+class Dispatcher {
+  public:
+    explicit Dispatcher(DispatchSettings settings);
+    ~Dispatcher();
+    Dispatcher(const Dispatcher &) = delete;
+    Dispatcher &operator=(const Dispatcher &) = delete;
+
+    // Replaces the subscription list; messages of removed subscriptions are forgotten.
+    void SetSubscriptions(std::vector<Subscription> subscriptions);
+
+    // Ordered subscriptions with stored pending messages (their new events queue behind).
+    void SetBlocked(const std::vector<int64_t> &subscription_ids);
+
+    // Changes limits and timings.
+    void Configure(DispatchSettings settings) { settings_ = settings; }
+
+    // A committed event from the logical queue, in commit order.
+    void AddEvent(FeedEvent event, int64_t now);
+
+    // The end of the transaction whose events were just added, at WAL position lsn.
+    void EndTransaction(uint64_t lsn);
+
+    // The logical queue has been read up to lsn (everything before it was passed on).
+    void ReadUpTo(uint64_t lsn);
+
+    // A stored message that is due; ignored when it is in flight already.
+    void AddStored(StoredMessage message);
+
+    // Requests to start now, within the limits.
+    std::vector<Request> TakeRequests(int64_t now, int64_t unix_seconds);
+
+    // Records how a request ended.
+    void Finish(const Response &response, int64_t now);
+
+    // Stores new messages not done within the hold time, so that the queue can move on.
+    void StoreHeld(int64_t now);
+
+    // True when outcomes wait to be written down.
+    bool HasRecords() const { return !records_.empty() || !settling_.empty(); }
+
+    // The outcomes as a JSON array for amebo.record_deliveries(); moves them to "being
+    // recorded".
+    std::string TakeRecords();
+
+    // The last TakeRecords() batch is durable: its messages count as handled.
+    void RecordsCommitted();
+
+    // The highest WAL position the logical queue may be confirmed to; 0 for none yet.
+    uint64_t ConfirmableLsn() const;
+
+    // "subscription_id webhook_id" of stored messages in flight or in memory.
+    std::vector<std::string> StoredKeysInMemory() const;
+
+    // Events and messages held in memory (the worker reads more only below a limit).
+    size_t Backlog() const { return backlog_; }
+
+    // Requests in flight.
+    size_t InFlight() const { return in_flight_.size(); }
+
+    // True when every transaction added so far is handled.
+    bool Settled() const { return transactions_.empty() && open_ == nullptr; }
+
+    // Microseconds until the earliest hold deadline, or -1 when none.
+    int64_t NextDeadline(int64_t now) const;
+
+    // Figures per subscription.
+    std::vector<SubscriptionFigures> Figures() const;
+
+  private:
+    struct Transaction; // a committed transaction of the queue, until handled
+    struct Unit;        // one event for one subscription
+    struct Message;     // one request's worth of units
+    struct Queue;       // a subscription's state
+
+    void StoreUnits(Queue &queue, int64_t next_attempt_at);
+    void StoreUnit(Queue &queue, const Unit &unit, int64_t next_attempt_at);
+    nlohmann::json &Record(const Message &message, int attempt);
+    void StoreRecord(nlohmann::json &record, const std::string &state, int attempts,
+                     int64_t next_attempt_at);
+    void Settle(Message &message);
+    void Settle(Transaction *transaction);
+    void Advance();
+    void Send(Queue &queue, std::unique_ptr<Message> message, int64_t now, int64_t unix_seconds,
+              std::vector<Request> *requests);
+    bool Matches(const Subscription &subscription, const FeedEvent &event,
+                 std::optional<nlohmann::json> &payload) const;
+    int64_t RetryAt(int attempt, const Response &response, int64_t now);
+    void Succeed(Queue &queue, Message &message, const Response &response, int64_t now);
+    void Fail(Queue &queue, Message &message, const Response &response, int64_t now);
+    void Disable(Queue &queue);
+
+    DispatchSettings settings_;
+    std::map<int64_t, std::unique_ptr<Queue>> queues_;
+    std::deque<std::unique_ptr<Transaction>> transactions_;
+    Transaction *open_ = nullptr;
+    std::unordered_map<uint64_t, std::unique_ptr<Message>> in_flight_;
+    nlohmann::json records_ = nlohmann::json::array();
+    std::vector<Transaction *> settling_;  // units handled once the next records commit
+    std::vector<Transaction *> recording_; // units handled once the records taken commit
+    uint64_t confirmable_ = 0;
+    uint64_t next_tag_ = 1;
+    uint64_t read_up_to_ = 0;
+    int record_seq_ = 0;
+    size_t backlog_ = 0;
+    size_t round_robin_ = 0;
+    std::mt19937_64 random_;
+};
+
+} // namespace amebo::delivery

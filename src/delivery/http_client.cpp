@@ -1,0 +1,631 @@
+// The worker's HTTP engine: libcurl's multi interface driven through its socket callbacks,
+// with curl's sockets, the worker's latch and postmaster death waited on in one WaitEventSet.
+//
+// Everything here runs in the worker process, on its one thread (libcurl's threaded resolver
+// only runs getaddrinfo()). curl calls back into this file from inside curl_multi_* calls;
+// those callbacks never throw and never call PostgreSQL.
+#include "delivery/http_client.hpp"
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <chrono>
+#include <climits>
+#include <cstring>
+#include <exception>
+#include <map>
+#include <new>
+#include <optional>
+#include <string_view>
+#include <unordered_map>
+
+#include "core/delivery/target_policy.hpp"
+#include "core/error.hpp"
+#include "pg/guard.hpp"
+
+extern "C" {
+#include "storage/latch.h"
+#include "utils/wait_event.h"
+}
+
+namespace amebo::delivery {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr char kUserAgent[] = "amebo/1.3";
+constexpr char kRetryAfter[] = "retry-after:";
+constexpr size_t kMaxRetryAfter = 256;
+constexpr size_t kCallbackErrorSize = 256;
+
+// Copies text into a fixed buffer, truncating; never throws.
+template <size_t N> void CopyText(char (&buffer)[N], const char *text) noexcept {
+    std::strncpy(buffer, text, N - 1);
+    buffer[N - 1] = '\0';
+}
+
+// Keeps the first exception a callback caught, as text; call only inside a catch block.
+template <size_t N> void RecordCallbackError(char (&buffer)[N]) noexcept {
+    if (buffer[0] != '\0')
+        return;
+    try {
+        throw;
+    } catch (const std::exception &e) {
+        CopyText(buffer, e.what());
+    } catch (...) {
+        CopyText(buffer, "unknown exception");
+    }
+}
+
+// c in lowercase, if it is an ASCII letter.
+char LowerAscii(char c) {
+    return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+}
+
+// True when text starts with prefix, ignoring ASCII case.
+bool StartsWithNoCase(std::string_view text, std::string_view prefix) {
+    if (text.size() < prefix.size())
+        return false;
+    for (size_t i = 0; i < prefix.size(); i++) {
+        if (LowerAscii(text[i]) != LowerAscii(prefix[i]))
+            return false;
+    }
+    return true;
+}
+
+// text without leading and trailing spaces, tabs, CRs and LFs.
+std::string_view Trim(std::string_view text) {
+    constexpr std::string_view kBlank = " \t\r\n";
+    size_t first = text.find_first_not_of(kBlank);
+    if (first == std::string_view::npos)
+        return {};
+    size_t last = text.find_last_not_of(kBlank);
+    return text.substr(first, last - first + 1);
+}
+
+// Milliseconds since start.
+double ElapsedMs(Clock::time_point start) {
+    return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+// One request in flight: the request itself (its url and body must outlive the transfer, so
+// a Transfer is never moved), its easy handle and what curl's callbacks learned.
+struct Transfer {
+    HttpRequest request;
+    Clock::time_point started;
+    CURL *easy = nullptr;
+    curl_slist *headers = nullptr;
+    char curl_error[CURL_ERROR_SIZE] = {};        // CURLOPT_ERRORBUFFER
+    char callback_error[kCallbackErrorSize] = {}; // an exception a callback caught
+    std::string refusal;                          // why a connection was refused
+    std::string retry_after;
+    curl_off_t body_bytes = 0; // response body received and discarded
+
+    Transfer() = default;
+    Transfer(const Transfer &) = delete;
+    Transfer &operator=(const Transfer &) = delete;
+    // Frees the easy handle (already removed from the multi handle) and its header list.
+    ~Transfer() {
+        if (easy != nullptr)
+            curl_easy_cleanup(easy);
+        curl_slist_free_all(headers);
+    }
+};
+
+// What curl asked the application to watch for it: sockets and one timer.
+struct Watch {
+    std::map<curl_socket_t, int> sockets;   // socket -> CURL_POLL_IN, _OUT or _INOUT
+    std::optional<Clock::time_point> timer; // when curl wants CURL_SOCKET_TIMEOUT
+    char callback_error[kCallbackErrorSize] = {};
+};
+
+// A socket to wait on and the WL_SOCKET_* events wanted: plain data for the PostgreSQL side.
+struct SocketInterest {
+    pgsocket socket;
+    uint32 events;
+};
+
+// The refusal message for a connection to a non-public address.
+std::string RefusalMessage(const std::string &address, AddressKind kind) {
+    return "refused to connect to " + address + ": " + AddressKindName(kind) +
+           " address (amebo.allow_private_targets is off)";
+}
+
+// The text of an IPv4 or IPv6 socket address, such as "127.0.0.1" or "::1".
+std::string AddressText(const sockaddr_storage &address) {
+    char text[INET6_ADDRSTRLEN] = {};
+    const void *raw = nullptr;
+    if (address.ss_family == AF_INET)
+        raw = &reinterpret_cast<const sockaddr_in *>(&address)->sin_addr;
+    else
+        raw = &reinterpret_cast<const sockaddr_in6 *>(&address)->sin6_addr;
+    if (inet_ntop(address.ss_family, raw, text, sizeof(text)) == nullptr)
+        return "an unprintable address";
+    return text;
+}
+
+// Why transfer may not connect to address, or "" when it may.
+std::string CheckAddress(const Transfer &transfer, const curl_sockaddr &address) {
+    if (transfer.request.allow_private)
+        return {};
+    if (address.family != AF_INET && address.family != AF_INET6)
+        return "refused to connect to a non-IP address (amebo.allow_private_targets is off)";
+    // Copied out: curl_sockaddr declares a struct sockaddr, too small for an IPv6 address.
+    sockaddr_storage copy{};
+    std::memcpy(&copy, &address.addr, std::min<size_t>(address.addrlen, sizeof(copy)));
+    AddressKind kind = ClassifyAddress(reinterpret_cast<const sockaddr *>(&copy));
+    if (IsPublicAddress(kind))
+        return {};
+    return RefusalMessage(AddressText(copy), kind);
+}
+
+// CURLOPT_OPENSOCKETFUNCTION: opens a socket for a resolved address unless the request may
+// reach public addresses only and this one is not. curl tries the next address, if any.
+curl_socket_t OpenSocket(void *clientp, curlsocktype purpose, curl_sockaddr *address) {
+    auto *transfer = static_cast<Transfer *>(clientp);
+    try {
+        std::string refusal = CheckAddress(*transfer, *address);
+        if (refusal.empty())
+            return socket(address->family, address->socktype, address->protocol);
+        if (transfer->refusal.empty())
+            transfer->refusal = std::move(refusal);
+    } catch (...) {
+        RecordCallbackError(transfer->callback_error);
+    }
+    return CURL_SOCKET_BAD;
+}
+
+// CURLOPT_PREREQFUNCTION: checks the peer of the connection a request is about to be sent on.
+// OpenSocket checks new connections; this also covers a pooled connection that libcurl
+// reuses, which may have been opened for a request that allowed private targets.
+int CheckConnection(void *clientp, char *primary_ip, char *local_ip, int primary_port,
+                    int local_port) {
+    auto *transfer = static_cast<Transfer *>(clientp);
+    if (transfer->request.allow_private)
+        return CURL_PREREQFUNC_OK;
+    try {
+        std::string address = primary_ip != nullptr ? primary_ip : "";
+        AddressKind kind = AddressKind::kReserved;
+        bool known = ClassifyAddressText(address, &kind);
+        if (known && IsPublicAddress(kind))
+            return CURL_PREREQFUNC_OK;
+        if (transfer->refusal.empty())
+            transfer->refusal = known ? RefusalMessage(address, kind)
+                                      : "refused to send to unrecognized address \"" + address +
+                                            "\" (amebo.allow_private_targets is off)";
+    } catch (...) {
+        RecordCallbackError(transfer->callback_error);
+    }
+    return CURL_PREREQFUNC_ABORT;
+}
+
+// CURLOPT_WRITEFUNCTION: counts the response body and drops it; the caller needs only the
+// status.
+size_t DiscardBody(char *data, size_t size, size_t nmemb, void *userdata) {
+    static_cast<Transfer *>(userdata)->body_bytes += static_cast<curl_off_t>(size * nmemb);
+    return size * nmemb;
+}
+
+// CURLOPT_HEADERFUNCTION: keeps the final response's Retry-After value. Lines arrive one at a
+// time with their CRLF and without a terminating NUL.
+size_t ReadHeader(char *buffer, size_t size, size_t nitems, void *userdata) {
+    auto *transfer = static_cast<Transfer *>(userdata);
+    std::string_view line(buffer, size * nitems);
+    try {
+        if (StartsWithNoCase(line, "HTTP/"))
+            transfer->retry_after.clear(); // a new response starts (after a 1xx one)
+        else if (StartsWithNoCase(line, kRetryAfter))
+            transfer->retry_after =
+                Trim(line.substr(sizeof(kRetryAfter) - 1)).substr(0, kMaxRetryAfter);
+        return line.size();
+    } catch (...) {
+        RecordCallbackError(transfer->callback_error);
+        return 0; // fails the transfer with CURLE_WRITE_ERROR
+    }
+}
+
+// CURLMOPT_SOCKETFUNCTION: records which sockets curl wants watched, and for what.
+int WatchSocket(CURL *easy, curl_socket_t socket, int what, void *clientp, void *socketp) {
+    auto *watch = static_cast<Watch *>(clientp);
+    try {
+        if (what == CURL_POLL_REMOVE)
+            watch->sockets.erase(socket);
+        else
+            watch->sockets[socket] = what;
+        return 0;
+    } catch (...) {
+        RecordCallbackError(watch->callback_error);
+        return -1; // curl aborts the transfers in progress
+    }
+}
+
+// CURLMOPT_TIMERFUNCTION: records when curl wants CURL_SOCKET_TIMEOUT; -1 cancels the timer.
+// Must not call curl_multi_socket_action itself: Wait() does, once the time has come.
+int SetTimer(CURLM *multi, long timeout_ms, void *clientp) {
+    auto *watch = static_cast<Watch *>(clientp);
+    if (timeout_ms < 0)
+        watch->timer.reset();
+    else
+        watch->timer = Clock::now() + std::chrono::milliseconds(timeout_ms);
+    return 0;
+}
+
+// Appends one header line to transfer's list.
+void AppendHeader(Transfer *transfer, const char *header) {
+    curl_slist *list = curl_slist_append(transfer->headers, header);
+    if (list == nullptr)
+        throw std::bad_alloc();
+    transfer->headers = list;
+}
+
+// Builds transfer's header list: the request's headers, a JSON content type unless one was
+// given, and an empty Expect (no 100-continue round trip). Returns what is wrong, or "".
+std::string BuildHeaders(Transfer *transfer) {
+    bool has_content_type = false;
+    for (const std::string &header : transfer->request.headers) {
+        if (header.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos)
+            return "a request header contains a line break or a NUL";
+        has_content_type = has_content_type || StartsWithNoCase(header, "content-type:");
+        AppendHeader(transfer, header.c_str());
+    }
+    if (!has_content_type)
+        AppendHeader(transfer, "Content-Type: application/json");
+    AppendHeader(transfer, "Expect:");
+    return {};
+}
+
+// Sets transfer's easy handle options; returns the first failure.
+CURLcode SetOptions(Transfer *transfer) {
+    CURL *easy = transfer->easy;
+    const HttpRequest &request = transfer->request;
+    CURLcode rc = CURLE_OK;
+    auto set = [&rc](CURLcode result) {
+        if (rc == CURLE_OK)
+            rc = result;
+    };
+    set(curl_easy_setopt(easy, CURLOPT_URL, request.url.c_str()));
+    set(curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https"));
+    set(curl_easy_setopt(easy, CURLOPT_PROXY, "")); // no proxy from the environment
+    set(curl_easy_setopt(easy, CURLOPT_POST, 1L));
+    set(curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE,
+                         static_cast<curl_off_t>(request.body.size())));
+    set(curl_easy_setopt(easy, CURLOPT_POSTFIELDS, request.body.data()));
+    set(curl_easy_setopt(easy, CURLOPT_HTTPHEADER, transfer->headers));
+    set(curl_easy_setopt(easy, CURLOPT_USERAGENT, kUserAgent));
+    set(curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L));
+    set(curl_easy_setopt(easy, CURLOPT_NOPROGRESS, 1L));
+    set(curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L));
+    set(curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, request.timeout_ms));
+    set(curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, request.connect_timeout_ms));
+    set(curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, transfer->curl_error));
+    set(curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, DiscardBody));
+    set(curl_easy_setopt(easy, CURLOPT_WRITEDATA, transfer));
+    set(curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, ReadHeader));
+    set(curl_easy_setopt(easy, CURLOPT_HEADERDATA, transfer));
+    set(curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, OpenSocket));
+    set(curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, transfer));
+    set(curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION, CheckConnection));
+    set(curl_easy_setopt(easy, CURLOPT_PREREQDATA, transfer));
+    return rc;
+}
+
+// Creates and configures transfer's easy handle; returns what went wrong, or "".
+std::string Configure(Transfer *transfer) {
+    transfer->easy = curl_easy_init();
+    if (transfer->easy == nullptr)
+        return "could not create a curl handle";
+    std::string problem = BuildHeaders(transfer);
+    if (!problem.empty())
+        return problem;
+    CURLcode rc = SetOptions(transfer);
+    if (rc != CURLE_OK)
+        return std::string("could not set up the request: ") + curl_easy_strerror(rc);
+    return {};
+}
+
+// Sets the multi handle's callbacks and connection limits; returns the first failure.
+CURLMcode ConfigureMulti(CURLM *multi, Watch *watch, long max_total, long max_per_host) {
+    CURLMcode rc = CURLM_OK;
+    auto set = [&rc](CURLMcode result) {
+        if (rc == CURLM_OK)
+            rc = result;
+    };
+    set(curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, WatchSocket));
+    set(curl_multi_setopt(multi, CURLMOPT_SOCKETDATA, watch));
+    set(curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, SetTimer));
+    set(curl_multi_setopt(multi, CURLMOPT_TIMERDATA, watch));
+    // 0 means no limit; the connection cache keeps as many idle connections as may be open.
+    set(curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, std::max(0L, max_total)));
+    set(curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS, std::max(0L, max_per_host)));
+    if (max_total > 0)
+        set(curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, max_total));
+    return rc;
+}
+
+// Initializes libcurl once in this process (the worker is one process, one thread).
+void InitCurlOnce() {
+    static bool initialized = false;
+    if (initialized)
+        return;
+    CURLcode rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (rc != CURLE_OK)
+        throw Error(sqlstate::kInternalError,
+                    std::string("could not initialize libcurl: ") + curl_easy_strerror(rc));
+    initialized = true;
+}
+
+// What went wrong with a transfer that ended without an HTTP response.
+std::string ErrorText(const Transfer &transfer, CURLcode code) {
+    if (transfer.callback_error[0] != '\0')
+        return std::string("internal error in a curl callback: ") + transfer.callback_error;
+    if (!transfer.refusal.empty())
+        return transfer.refusal;
+    if (code == CURLE_OK)
+        return "no HTTP response";
+    std::string text = curl_easy_strerror(code);
+    if (transfer.curl_error[0] != '\0')
+        text += std::string(": ") + transfer.curl_error;
+    return text;
+}
+
+// The result of a transfer curl finished with code.
+HttpResult FinishedResult(const Transfer &transfer, CURLcode code) {
+    HttpResult result;
+    result.tag = transfer.request.tag;
+    long status = 0;
+    if (curl_easy_getinfo(transfer.easy, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK)
+        result.status = status;
+    if (result.status == 0)
+        result.error = ErrorText(transfer, code);
+    result.duration_ms = ElapsedMs(transfer.started);
+    result.retry_after = transfer.retry_after;
+    return result;
+}
+
+// The result of a transfer that ended without curl finishing it.
+HttpResult FailedResult(const Transfer &transfer, std::string error) {
+    HttpResult result;
+    result.tag = transfer.request.tag;
+    result.error = std::move(error);
+    result.duration_ms = ElapsedMs(transfer.started);
+    return result;
+}
+
+// The WL_SOCKET_* events for curl's CURL_POLL_* wish.
+uint32 SocketEvents(int what) {
+    uint32 events = 0;
+    if (what == CURL_POLL_IN || what == CURL_POLL_INOUT)
+        events |= WL_SOCKET_READABLE;
+    if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT)
+        events |= WL_SOCKET_WRITEABLE;
+    return events;
+}
+
+// The CURL_CSELECT_* flags for the WL_SOCKET_* events that occurred.
+int SelectFlags(uint32 events) {
+    int flags = 0;
+    if (events & WL_SOCKET_READABLE)
+        flags |= CURL_CSELECT_IN;
+    if (events & WL_SOCKET_WRITEABLE)
+        flags |= CURL_CSELECT_OUT;
+    return flags;
+}
+
+// The PostgreSQL side of a wait; call only through pg::Call. Builds a fresh set of the latch,
+// postmaster death (exits the process) and the sockets, because PostgreSQL 15 cannot remove
+// a socket from a set; waits; frees the set, also when an error is raised.
+int WaitOnSet(const SocketInterest *sockets, int nsockets, long timeout_ms, WaitEvent *occurred,
+              int noccurred) {
+    WaitEventSet *set = CreateWaitEventSet(CurrentMemoryContext, nsockets + 2);
+    volatile int count = 0;
+    PG_TRY();
+    {
+        AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, nullptr);
+        if (IsUnderPostmaster)
+            AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, nullptr, nullptr);
+        for (int i = 0; i < nsockets; i++)
+            AddWaitEventToSet(set, sockets[i].events, sockets[i].socket, nullptr, nullptr);
+        count = WaitEventSetWait(set, timeout_ms, occurred, noccurred, PG_WAIT_EXTENSION);
+    }
+    PG_FINALLY();
+    { FreeWaitEventSet(set); }
+    PG_END_TRY();
+    return count;
+}
+
+// Resets the latch if it is set; true if it was. Done before waiting because
+// WaitEventSetWait reports only the latch when it finds it already set, which would hide
+// ready sockets from a caller whose latch is set again before every Wait().
+bool ResetLatchIfSet() {
+    if (!MyLatch->is_set)
+        return false;
+    ResetLatch(MyLatch);
+    return true;
+}
+
+} // namespace
+
+// The multi handle, what curl asked to be watched and the transfers in flight.
+struct HttpClient::State {
+    CURLM *multi = nullptr;
+    Watch watch;
+    std::unordered_map<CURL *, std::unique_ptr<Transfer>> transfers; // added to multi
+    std::vector<HttpResult> failed_to_start;                         // returned by the next Wait()
+    std::string multi_error; // a curl_multi_socket_action failure
+
+    State() = default;
+    State(const State &) = delete;
+    State &operator=(const State &) = delete;
+    ~State();
+
+    void Start(std::unique_ptr<Transfer> transfer);
+    void Act(curl_socket_t socket, int flags);
+    void RunTimerIfDue();
+    long WaitBudget(long timeout_ms) const;
+    std::vector<WaitEvent> WaitForEvents(long timeout_ms);
+    void Collect(std::vector<HttpResult> *finished);
+    void FailAll(std::vector<HttpResult> *finished);
+};
+
+// Removes every easy handle from the multi handle, frees them, then frees the multi handle
+// (the order libcurl requires). curl's callbacks may still run here: Watch is alive.
+HttpClient::State::~State() {
+    for (auto &entry : transfers)
+        curl_multi_remove_handle(multi, entry.first);
+    transfers.clear();
+    if (multi != nullptr)
+        curl_multi_cleanup(multi);
+}
+
+// Configures transfer and adds it to the multi handle; a failure becomes a result for the
+// next Wait(). Throws only when memory runs out, and then nothing was started.
+void HttpClient::State::Start(std::unique_ptr<Transfer> transfer) {
+    std::string problem = Configure(transfer.get());
+    if (problem.empty()) {
+        CURL *easy = transfer->easy;
+        auto slot = transfers.emplace(easy, std::move(transfer)).first;
+        CURLMcode rc = curl_multi_add_handle(multi, easy);
+        if (rc == CURLM_OK)
+            return; // curl's timer callback asked for a timeout of 0: Wait() starts it
+        problem = std::string("could not start the request: ") + curl_multi_strerror(rc);
+        transfer = std::move(slot->second);
+        transfers.erase(slot);
+    }
+    failed_to_start.push_back(FailedResult(*transfer, std::move(problem)));
+}
+
+// Tells curl about activity on socket, or with CURL_SOCKET_TIMEOUT that its timer expired.
+void HttpClient::State::Act(curl_socket_t socket, int flags) {
+    int running = 0;
+    CURLMcode rc = curl_multi_socket_action(multi, socket, flags, &running);
+    if (rc != CURLM_OK && rc != CURLM_BAD_SOCKET && multi_error.empty())
+        multi_error = curl_multi_strerror(rc);
+}
+
+// Lets curl run its timeouts (and start newly added transfers) once its timer is due.
+void HttpClient::State::RunTimerIfDue() {
+    if (watch.timer && *watch.timer <= Clock::now())
+        Act(CURL_SOCKET_TIMEOUT, 0);
+}
+
+// How long a wait may block: timeout_ms (negative: no limit), cut short by curl's timer.
+long HttpClient::State::WaitBudget(long timeout_ms) const {
+    long budget = timeout_ms < 0 ? -1 : timeout_ms;
+    if (watch.timer) {
+        // Rounded up, so that the wait ends at or after the timer, never just before it.
+        auto left = std::chrono::ceil<std::chrono::milliseconds>(*watch.timer - Clock::now());
+        long timer_ms = static_cast<long>(std::clamp<int64_t>(left.count(), 0, INT_MAX));
+        budget = budget < 0 ? timer_ms : std::min(budget, timer_ms);
+    }
+    return std::min<long>(budget, INT_MAX);
+}
+
+// Waits on the latch, postmaster death and curl's sockets; returns the events that occurred.
+std::vector<WaitEvent> HttpClient::State::WaitForEvents(long timeout_ms) {
+    std::vector<SocketInterest> interests;
+    interests.reserve(watch.sockets.size());
+    for (const auto &[socket, what] : watch.sockets) {
+        uint32 events = SocketEvents(what);
+        if (events != 0)
+            interests.push_back({socket, events});
+    }
+    std::vector<WaitEvent> occurred(interests.size() + 2);
+    int count = pg::Call([&] {
+        return WaitOnSet(interests.data(), static_cast<int>(interests.size()), timeout_ms,
+                         occurred.data(), static_cast<int>(occurred.size()));
+    });
+    occurred.resize(static_cast<size_t>(count));
+    return occurred;
+}
+
+// Moves every transfer curl has finished into finished; if the multi handle failed, ends all
+// the others too.
+void HttpClient::State::Collect(std::vector<HttpResult> *finished) {
+    int left = 0;
+    while (CURLMsg *message = curl_multi_info_read(multi, &left)) {
+        if (message->msg != CURLMSG_DONE)
+            continue;
+        // message is invalid once its handle is removed: read it first.
+        CURL *easy = message->easy_handle;
+        CURLcode code = message->data.result;
+        auto found = transfers.find(easy);
+        if (found == transfers.end())
+            continue;
+        HttpResult result = FinishedResult(*found->second, code);
+        curl_multi_remove_handle(multi, easy);
+        transfers.erase(found);
+        finished->push_back(std::move(result));
+    }
+    if (!multi_error.empty())
+        FailAll(finished);
+}
+
+// Ends every transfer in flight with the multi handle's failure.
+void HttpClient::State::FailAll(std::vector<HttpResult> *finished) {
+    std::string why = "curl failed: " + multi_error;
+    if (watch.callback_error[0] != '\0')
+        why += std::string(" (internal error in a curl callback: ") + watch.callback_error + ")";
+    for (auto &[easy, transfer] : transfers) {
+        finished->push_back(FailedResult(*transfer, why));
+        curl_multi_remove_handle(multi, easy);
+    }
+    transfers.clear();
+    multi_error.clear();
+    watch.callback_error[0] = '\0';
+}
+
+HttpClient::HttpClient(long max_total, long max_per_host) : state_(std::make_unique<State>()) {
+    InitCurlOnce();
+    state_->multi = curl_multi_init();
+    if (state_->multi == nullptr)
+        throw Error(sqlstate::kInternalError, "could not create a curl multi handle");
+    CURLMcode rc = ConfigureMulti(state_->multi, &state_->watch, max_total, max_per_host);
+    if (rc != CURLM_OK)
+        throw Error(sqlstate::kInternalError,
+                    std::string("could not configure libcurl: ") + curl_multi_strerror(rc));
+}
+
+HttpClient::~HttpClient() = default;
+
+void HttpClient::Submit(HttpRequest request) {
+    auto transfer = std::make_unique<Transfer>();
+    transfer->started = Clock::now();
+    transfer->request = std::move(request);
+    state_->Start(std::move(transfer));
+}
+
+size_t HttpClient::InFlight() const {
+    return state_->transfers.size() + state_->failed_to_start.size();
+}
+
+WaitOutcome HttpClient::Wait(long timeout_ms) {
+    State &state = *state_;
+    WaitOutcome outcome;
+    outcome.finished.swap(state.failed_to_start);
+    state.RunTimerIfDue();
+    state.Collect(&outcome.finished);
+    outcome.latch_set = ResetLatchIfSet();
+    // Something to report already: only look at what is ready, do not block.
+    bool report_now = outcome.latch_set || !outcome.finished.empty();
+    long wait_ms = report_now ? 0 : state.WaitBudget(timeout_ms);
+    if (wait_ms != 0 || !state.watch.sockets.empty()) {
+        for (const WaitEvent &event : state.WaitForEvents(wait_ms)) {
+            if (event.events & WL_LATCH_SET) {
+                ResetLatch(MyLatch);
+                outcome.latch_set = true;
+            } else if (state.watch.sockets.count(event.fd) != 0) {
+                // Acting on an earlier socket may have made curl drop this one: skip it then.
+                state.Act(event.fd, SelectFlags(event.events));
+            }
+        }
+    }
+    state.RunTimerIfDue();
+    state.Collect(&outcome.finished);
+    return outcome;
+}
+
+} // namespace amebo::delivery

@@ -1,0 +1,75 @@
+// Webhook delivery as the worker runs it: the logical queue in, the dispatcher in the middle,
+// HTTP out, and the bookkeeping written back to amebo's tables. PostgreSQL side (through the
+// worker's SQL runner and the queue); one instance lives in the worker process.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "core/delivery/dispatcher.hpp"
+#include "delivery/http_client.hpp"
+#include "delivery/logical_queue.hpp"
+
+namespace amebo::delivery {
+
+// The delivery side of the worker.
+class DeliveryService : private QueueSink {
+  public:
+    DeliveryService();
+    ~DeliveryService() override;
+
+    // One turn: start when possible, take in new events, send requests, write down outcomes.
+    // subscriptions_changed: a transaction changed subscriptions or stored messages.
+    void Step(bool subscriptions_changed);
+
+    // Waits up to timeout_ms (shortened to the next thing to do) for the latch, HTTP sockets
+    // or postmaster death; true when the latch was set.
+    bool Wait(long timeout_ms);
+
+    // Stops decoding and drops requests in flight (they are delivered again later).
+    void Stop();
+
+    // Per subscription figures, for the status view.
+    std::vector<SubscriptionFigures> Figures() const;
+
+  private:
+    void Event(std::string_view record) override;
+    void Commit(uint64_t lsn) override;
+
+    bool Start();
+    void BeginCatchUp(int64_t checkpoint);
+    void CatchUp();
+    void LoadSubscriptions();
+    void ReadNew();
+    void FetchDue();
+    void Record(bool force);
+    void Confirm();
+    void Prune();
+    int64_t Now() const;
+
+    std::unique_ptr<Dispatcher> dispatcher_;
+    std::unique_ptr<HttpClient> http_;
+    std::string slot_name_;
+    bool active_ = false;
+    int64_t next_start_check_ = 0;
+    bool catching_up_ = false;
+    int64_t catch_up_after_ = 0; // events at or below are handled
+    int64_t catch_up_through_ = 0;
+    std::unordered_set<int64_t> skip_positions_; // caught up from the table, also in the slot
+    int64_t skip_through_ = 0;
+    uint64_t confirmed_ = 0;
+    // (position every event at or below is committed, WAL insert position) when measured.
+    std::deque<std::pair<int64_t, uint64_t>> checkpoint_candidates_;
+    int64_t checkpoint_ = 0;
+    int64_t last_record_ = 0;
+    int64_t next_due_fetch_ = 0;
+    int64_t next_subscription_load_ = 0;
+    int64_t next_prune_ = 0;
+    int64_t now_ = 0;
+};
+
+} // namespace amebo::delivery

@@ -1,0 +1,784 @@
+// Unit tests of the pure C++ delivery modules (src/core/delivery). A self-contained program:
+// every failed check prints file:line and the program exits non-zero. Run with `make unit`.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <iostream>
+#include <limits>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/delivery/envelope.hpp"
+#include "core/delivery/feed_event.hpp"
+#include "core/delivery/matching.hpp"
+#include "core/delivery/retry_schedule.hpp"
+#include "core/delivery/signing.hpp"
+#include "core/delivery/target_policy.hpp"
+#include "core/error.hpp"
+
+namespace amebo::delivery {
+
+// Prints an address kind by its name in failure messages.
+std::ostream &operator<<(std::ostream &out, AddressKind kind) {
+    return out << AddressKindName(kind);
+}
+
+} // namespace amebo::delivery
+
+namespace {
+
+using namespace amebo::delivery;
+using Json = nlohmann::json;
+
+int checks_run = 0;
+int checks_failed = 0;
+
+// Records one check; prints where it failed.
+void Check(bool passed, const std::string &what, const char *file, int line) {
+    checks_run++;
+    if (passed)
+        return;
+    checks_failed++;
+    std::cerr << file << ":" << line << ": FAILED: " << what << "\n";
+}
+
+// Records a check that actual equals expected, printing both when they differ.
+template <typename Actual, typename Expected>
+void CheckEqual(const Actual &actual, const Expected &expected, const char *text, const char *file,
+                int line) {
+    bool passed = actual == expected;
+    std::ostringstream what;
+    what << text;
+    if (!passed)
+        what << "\n    actual:   " << actual << "\n    expected: " << expected;
+    Check(passed, what.str(), file, line);
+}
+
+#define CHECK(condition) Check((condition), #condition, __FILE__, __LINE__)
+#define CHECK_EQ(actual, expected)                                                                 \
+    CheckEqual((actual), (expected), #actual " == " #expected, __FILE__, __LINE__)
+
+// Records a check that action throws amebo::Error 22023 whose message contains fragment.
+void CheckThrows22023(const std::function<void()> &action, const std::string &fragment,
+                      const std::string &what, const char *file, int line) {
+    try {
+        action();
+        Check(false, what + ": did not throw", file, line);
+    } catch (const amebo::Error &error) {
+        bool passed = error.code() == "22023" &&
+                      std::string(error.what()).find(fragment) != std::string::npos;
+        Check(passed, what + ": threw " + error.code() + " \"" + error.what() + "\"", file, line);
+    }
+}
+
+#define CHECK_THROWS_22023(statement, fragment)                                                    \
+    CheckThrows22023([&] { statement; }, (fragment), #statement, __FILE__, __LINE__)
+
+// A FeedEvent with every field set to something unusual.
+FeedEvent SampleEvent() {
+    FeedEvent event;
+    event.position = 0x0102030405060708;
+    event.event_id = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";
+    event.stream = "order-42";
+    event.version = -7;
+    event.action = "order.placed";
+    event.payload = R"({"total": 12.5, "items": ["a", "b"]})";
+    event.metadata = R"({"source": "test"})";
+    event.recorded_at = 762525296789012;
+    return event;
+}
+
+// True when two events have equal fields.
+bool SameEvent(const FeedEvent &left, const FeedEvent &right) {
+    return left.position == right.position && left.event_id == right.event_id &&
+           left.stream == right.stream && left.version == right.version &&
+           left.action == right.action && left.payload == right.payload &&
+           left.metadata == right.metadata && left.recorded_at == right.recorded_at;
+}
+
+// JsonContains on two JSON texts.
+bool Contains(const char *document, const char *filter) {
+    return JsonContains(Json::parse(document), Json::parse(filter));
+}
+
+// The class of an address text, or kPublic with a failed check when it is not an address.
+AddressKind KindOf(const char *text, int line) {
+    AddressKind kind = AddressKind::kPublic;
+    Check(ClassifyAddressText(text, &kind), std::string("address text ") + text, __FILE__, line);
+    return kind;
+}
+
+// The microseconds ParseTimestamp gives text, or INT64_MIN when it refuses it.
+int64_t Parsed(std::string_view text) {
+    int64_t micros = 0;
+    return ParseTimestamp(text, &micros) ? micros : std::numeric_limits<int64_t>::min();
+}
+
+// A deterministic pseudo-random byte sequence (a 64-bit LCG) for the garbage-record test.
+class ByteSource {
+  public:
+    explicit ByteSource(uint64_t seed) : state_(seed) {}
+
+    // The next pseudo-random number.
+    uint64_t Next() {
+        state_ = state_ * 6364136223846793005ULL + 1442695040888963407ULL;
+        return state_ >> 33;
+    }
+
+  private:
+    uint64_t state_;
+};
+
+// A malformed-looking record: a valid one with random bytes overwritten, or random mostly-zero
+// bytes that start with the version byte.
+std::string MakeGarbage(ByteSource *random, const std::string &valid, bool mutate_valid) {
+    std::string garbage = valid;
+    if (mutate_valid) {
+        for (char &c : garbage)
+            if (random->Next() % 16 == 0)
+                c = static_cast<char>(random->Next());
+        return garbage;
+    }
+    garbage.assign(random->Next() % 80, '\0');
+    for (char &c : garbage)
+        if (random->Next() % 8 == 0)
+            c = static_cast<char>(random->Next());
+    if (!garbage.empty())
+        garbage[0] = 1;
+    return garbage;
+}
+
+// Standard Webhooks signing, with the spec's published test vector.
+void TestSigning() {
+    const std::string vector_signature = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+    CHECK_EQ(SignPayload("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                         1614265330, R"({"test": 2432232314})"),
+             vector_signature);
+    CHECK_EQ(SignPayload("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                         1614265330, R"({"test": 2432232314})"),
+             vector_signature);
+    CHECK(SignPayload("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                      1614265331, R"({"test": 2432232314})") != vector_signature);
+    CHECK(SignPayload("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                      1614265330, R"({"test":2432232314})") != vector_signature);
+    CHECK_EQ(SignPayload("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "m", 0, "").size(), 47u);
+    CHECK_THROWS_22023(SignPayload("whsec_not base64!", "m", 0, "{}"), "invalid webhook secret");
+    CHECK_THROWS_22023(SignPayload("whsec_", "m", 0, "{}"), "invalid webhook secret");
+    CHECK_THROWS_22023(SignPayload("", "m", 0, "{}"), "invalid webhook secret");
+    CHECK_THROWS_22023(SignPayload("whsec_abc", "m", 0, "{}"), "invalid webhook secret");
+}
+
+// Base64 against RFC 4648's vectors, round trips of every byte, and refused texts.
+void TestBase64() {
+    const std::pair<const char *, const char *> vectors[] = {
+        {"", ""},
+        {"f", "Zg=="},
+        {"fo", "Zm8="},
+        {"foo", "Zm9v"},
+        {"foob", "Zm9vYg=="},
+        {"fooba", "Zm9vYmE="},
+        {"foobar", "Zm9vYmFy"},
+    };
+    for (const auto &[plain, encoded] : vectors) {
+        CHECK_EQ(Base64Encode(plain), encoded);
+        std::string decoded = "stale";
+        CHECK(Base64Decode(encoded, &decoded));
+        CHECK_EQ(decoded, plain);
+    }
+    std::string every_byte;
+    for (int byte = 0; byte < 256; byte++)
+        every_byte.push_back(static_cast<char>(byte));
+    for (size_t length = 0; length <= every_byte.size(); length += 37) {
+        std::string bytes = every_byte.substr(every_byte.size() - length);
+        std::string decoded;
+        CHECK(Base64Decode(Base64Encode(bytes), &decoded));
+        CHECK_EQ(decoded, bytes);
+    }
+    CHECK_EQ(Base64Encode(std::string("\xfb\xff\xbf", 3)), "+/+/");
+    const char *refused[] = {"Zg",   "Zg=",    "Z===", "====", "Zm9v Yg==", "Zm9vYg=a",
+                             "=Zg=", "Zm9v\n", "Zm9-", "Zm9_", "Zg==Zg==",  "Zm9vYmFy="};
+    for (const char *text : refused) {
+        std::string decoded = "unchanged";
+        CHECK(!Base64Decode(text, &decoded));
+        CHECK_EQ(decoded, "unchanged");
+    }
+}
+
+// FormatTimestamp against dates computed independently, and ParseTimestamp's inverse.
+void TestTimestamps() {
+    CHECK_EQ(FormatTimestamp(0), "2000-01-01T00:00:00.000000Z");
+    CHECK_EQ(FormatTimestamp(1), "2000-01-01T00:00:00.000001Z");
+    CHECK_EQ(FormatTimestamp(-1), "1999-12-31T23:59:59.999999Z");
+    CHECK_EQ(FormatTimestamp(762525296789012), "2024-02-29T12:34:56.789012Z");
+    CHECK_EQ(FormatTimestamp(5097600000000), "2000-02-29T00:00:00.000000Z");
+    CHECK_EQ(FormatTimestamp(-946684800000000), "1970-01-01T00:00:00.000000Z");
+    CHECK_EQ(FormatTimestamp(-3150576000000001), "1900-02-28T23:59:59.999999Z");
+    CHECK_EQ(FormatTimestamp(-3150576000000000), "1900-03-01T00:00:00.000000Z");
+    CHECK_EQ(FormatTimestamp(-12617683200000000), "1600-02-29T00:00:00.000000Z");
+    CHECK_EQ(FormatTimestamp(-63082281600000000), "0001-01-01T00:00:00.000000Z");
+    CHECK_EQ(FormatTimestamp(252455615999999999), "9999-12-31T23:59:59.999999Z");
+    CHECK_EQ(FormatTimestamp(std::numeric_limits<int64_t>::min()).substr(0, 1), "-");
+
+    const int64_t round_trips[] = {0,
+                                   1,
+                                   -1,
+                                   762525296789012,
+                                   -3150576000000001,
+                                   -63082281600000000,
+                                   252455615999999999,
+                                   86399999999,
+                                   -86400000000};
+    for (int64_t micros : round_trips)
+        CHECK_EQ(Parsed(FormatTimestamp(micros)), micros);
+
+    CHECK_EQ(Parsed("2024-02-29T12:34:56.789012Z"), 762525296789012);
+    CHECK_EQ(Parsed("2024-02-29t12:34:56.789012z"), 762525296789012);
+    CHECK_EQ(Parsed("2024-02-29 14:34:56.789012+02:00"), 762525296789012);
+    CHECK_EQ(Parsed("2024-02-29T07:04:56.789012-05:30"), 762525296789012);
+    CHECK_EQ(Parsed("2000-01-01T00:00:00Z"), 0);
+    CHECK_EQ(Parsed("2000-01-01T00:00:00.5Z"), 500000);
+    CHECK_EQ(Parsed("2000-01-01T00:00:00.1234565Z"), 123457);
+    CHECK_EQ(Parsed("2000-01-01T00:00:00.1234564999Z"), 123456);
+    CHECK_EQ(Parsed("1999-12-31T23:59:59.9999995Z"), 0);
+    CHECK_EQ(Parsed("1999-12-31T23:59:60Z"), 0);
+    CHECK_EQ(Parsed("2000-01-01T00:00:00+00:00"), Parsed("2000-01-01T00:00:00-00:00"));
+
+    const char *refused[] = {
+        "",
+        "2024-02-29",
+        "2024-02-29T12:34:56",
+        "2023-02-29T00:00:00Z",
+        "1900-02-29T00:00:00Z",
+        "2024-04-31T00:00:00Z",
+        "2024-13-01T00:00:00Z",
+        "2024-00-10T00:00:00Z",
+        "2024-01-00T00:00:00Z",
+        "2024-01-01T24:00:00Z",
+        "2024-01-01T00:60:00Z",
+        "2024-01-01T00:00:61Z",
+        "2024-01-01T00:00:00+2:00",
+        "2024-01-01T00:00:00+24:00",
+        "2024-01-01T00:00:00+01:60",
+        "2024-01-01T00:00:00+0100",
+        "2024-01-01T00:00:00.Z",
+        "2024-01-01T00:00:00ZZ",
+        "2024-01-01T00:00:00Z ",
+        " 2024-01-01T00:00:00Z",
+        "2024-1-01T00:00:00Z",
+        "2024-01-01X00:00:00Z",
+        "2024-01-01T0:00:00Z",
+        "+2024-01-01T00:00:00Z",
+        "2024-01-01T00:00:00UTC",
+    };
+    for (const char *text : refused) {
+        int64_t micros = 42;
+        bool accepted = ParseTimestamp(text, &micros);
+        Check(!accepted && micros == 42, std::string("ParseTimestamp refuses \"") + text + "\"",
+              __FILE__, __LINE__);
+    }
+}
+
+// Envelopes are exact, valid JSON, and keep every byte of their strings.
+void TestEnvelope() {
+    FeedEvent event = SampleEvent();
+    CHECK_EQ(BuildEnvelope(event),
+             R"({"event_id":"0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b","stream":"order-42",)"
+             R"("version":-7,"position":72623859790382856,"action":"order.placed",)"
+             R"("payload":{"total": 12.5, "items": ["a", "b"]},"metadata":{"source": "test"},)"
+             R"("recorded_at":"2024-02-29T12:34:56.789012Z"})");
+
+    event.stream = "quote\" back\\ nl\n tab\t bell\x07 del\x7f caf\xc3\xa9 \xe2\x82\xac";
+    event.stream.push_back('\0');
+    std::string envelope = BuildEnvelope(event);
+    CHECK(envelope.find(R"("stream":"quote\" back\\ nl\u000a tab\u0009 bell\u0007)") !=
+          std::string::npos);
+    CHECK(envelope.find("\\u0000\"") != std::string::npos);
+    std::string all_bytes;
+    for (int byte = 0; byte < 0x80; byte++)
+        all_bytes.push_back(static_cast<char>(byte));
+    all_bytes += "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80";
+    event.action = all_bytes;
+    Json parsed = Json::parse(BuildEnvelope(event));
+    CHECK_EQ(parsed["action"].get<std::string>(), all_bytes);
+    CHECK_EQ(parsed["stream"].get<std::string>(), event.stream);
+    CHECK_EQ(parsed["payload"]["items"][1], "b");
+    CHECK_EQ(parsed["position"].get<int64_t>(), event.position);
+
+    event.payload.clear();
+    event.metadata.clear();
+    parsed = Json::parse(BuildEnvelope(event));
+    CHECK(parsed["payload"].is_null());
+    CHECK(parsed["metadata"].is_null());
+
+    FeedEvent first = SampleEvent();
+    FeedEvent second = SampleEvent();
+    second.position = 99;
+    std::string batch = BuildBatch({&first, &second});
+    CHECK_EQ(batch, "{\"events\":[" + BuildEnvelope(first) + "," + BuildEnvelope(second) + "]}");
+    Json batch_json = Json::parse(batch);
+    CHECK_EQ(batch_json["events"].size(), 2u);
+    CHECK_EQ(batch_json["events"][1]["position"], 99);
+    CHECK_EQ(BuildBatch({}), R"({"events":[]})");
+}
+
+// Feed records: layout, round trips, and refusal of every malformed record.
+void TestFeedEvent() {
+    FeedEvent event = SampleEvent();
+    std::string record = EncodeFeedEvent(event);
+    CHECK_EQ(static_cast<int>(record[0]), 1);
+    CHECK_EQ(record.substr(1, 8), std::string("\x01\x02\x03\x04\x05\x06\x07\x08", 8));
+    CHECK_EQ(record.substr(9, 4), std::string("\x00\x00\x00\x24", 4));
+    CHECK_EQ(record.size(), 1 + 3 * 8 + 5 * 4 + event.event_id.size() + event.stream.size() +
+                                event.action.size() + event.payload.size() + event.metadata.size());
+
+    FeedEvent decoded;
+    std::string error;
+    CHECK(DecodeFeedEvent(record, &decoded, &error));
+    CHECK(SameEvent(decoded, event));
+
+    FeedEvent extremes;
+    extremes.position = std::numeric_limits<int64_t>::max();
+    extremes.version = std::numeric_limits<int64_t>::min();
+    extremes.recorded_at = -1;
+    extremes.payload = std::string("\x00\xff\x80 binary", 10);
+    CHECK(DecodeFeedEvent(EncodeFeedEvent(extremes), &decoded, nullptr));
+    CHECK(SameEvent(decoded, extremes));
+
+    FeedEvent untouched = SampleEvent();
+    CHECK(!DecodeFeedEvent("", &untouched, &error));
+    CHECK_EQ(error, "feed record is empty");
+    CHECK(!DecodeFeedEvent("\x02" + record.substr(1), &untouched, &error));
+    CHECK_EQ(error, "feed record has unknown version 2");
+    CHECK(!DecodeFeedEvent(record + "x", &untouched, &error));
+    CHECK_EQ(error, "feed record has 1 trailing bytes");
+    for (size_t length = 1; length < record.size(); length++) {
+        error.clear();
+        bool accepted = DecodeFeedEvent(record.substr(0, length), &untouched, &error);
+        Check(!accepted && error == "feed record is truncated",
+              "truncated record of " + std::to_string(length) + " bytes", __FILE__, __LINE__);
+    }
+    std::string huge_length = record;
+    huge_length.replace(9, 4, "\xff\xff\xff\xff");
+    CHECK(!DecodeFeedEvent(huge_length, &untouched, nullptr));
+    CHECK(SameEvent(untouched, SampleEvent()));
+
+    ByteSource random(20240229);
+    int decoded_garbage = 0;
+    for (int round = 0; round < 20000; round++) {
+        std::string garbage = MakeGarbage(&random, record, round % 2 == 0);
+        if (DecodeFeedEvent(garbage, &decoded, &error)) {
+            decoded_garbage++;
+            CHECK_EQ(EncodeFeedEvent(decoded), garbage);
+        }
+    }
+    CHECK(decoded_garbage > 0);
+    CHECK(decoded_garbage < 20000);
+}
+
+// Address classes: one or more addresses of every range, both families.
+void TestAddressClasses() {
+    const std::pair<const char *, AddressKind> cases[] = {
+        {"8.8.8.8", AddressKind::kPublic},
+        {"1.1.1.1", AddressKind::kPublic},
+        {"0.0.0.0", AddressKind::kUnspecified},
+        {"0.1.2.3", AddressKind::kUnspecified},
+        {"127.0.0.1", AddressKind::kLoopback},
+        {"127.255.255.254", AddressKind::kLoopback},
+        {"10.0.0.1", AddressKind::kPrivate},
+        {"172.16.0.1", AddressKind::kPrivate},
+        {"172.31.255.255", AddressKind::kPrivate},
+        {"172.15.255.255", AddressKind::kPublic},
+        {"172.32.0.1", AddressKind::kPublic},
+        {"192.168.1.1", AddressKind::kPrivate},
+        {"100.64.0.1", AddressKind::kPrivate},
+        {"100.127.255.255", AddressKind::kPrivate},
+        {"100.63.255.255", AddressKind::kPublic},
+        {"100.128.0.1", AddressKind::kPublic},
+        {"169.254.169.254", AddressKind::kMetadata},
+        {"100.100.100.200", AddressKind::kMetadata},
+        {"169.254.1.1", AddressKind::kLinkLocal},
+        {"224.0.0.1", AddressKind::kMulticast},
+        {"239.255.255.255", AddressKind::kMulticast},
+        {"240.0.0.1", AddressKind::kReserved},
+        {"255.255.255.255", AddressKind::kReserved},
+        {"192.0.0.8", AddressKind::kReserved},
+        {"192.0.2.1", AddressKind::kReserved},
+        {"198.51.100.7", AddressKind::kReserved},
+        {"203.0.113.9", AddressKind::kReserved},
+        {"198.18.0.1", AddressKind::kReserved},
+        {"198.19.255.255", AddressKind::kReserved},
+        {"198.20.0.1", AddressKind::kPublic},
+        {"192.88.99.1", AddressKind::kReserved},
+        {"::", AddressKind::kUnspecified},
+        {"::1", AddressKind::kLoopback},
+        {"::ffff:127.0.0.1", AddressKind::kLoopback},
+        {"::ffff:8.8.8.8", AddressKind::kPublic},
+        {"::ffff:169.254.169.254", AddressKind::kMetadata},
+        {"::ffff:10.1.2.3", AddressKind::kPrivate},
+        {"::127.0.0.1", AddressKind::kLoopback},
+        {"::ffff:0:10.0.0.1", AddressKind::kPrivate},
+        {"64:ff9b::10.0.0.1", AddressKind::kPrivate},
+        {"64:ff9b::169.254.169.254", AddressKind::kMetadata},
+        {"64:ff9b::8.8.8.8", AddressKind::kPublic},
+        {"64:ff9b:1::1", AddressKind::kPrivate},
+        {"2002:7f00:1::", AddressKind::kLoopback},
+        {"2002:808:808::1", AddressKind::kPublic},
+        {"fd00:ec2::254", AddressKind::kMetadata},
+        {"fd00:ec2::253", AddressKind::kPrivate},
+        {"fd12:3456::1", AddressKind::kPrivate},
+        {"fc00::1", AddressKind::kPrivate},
+        {"fe80::1", AddressKind::kLinkLocal},
+        {"febf:ffff::1", AddressKind::kLinkLocal},
+        {"fec0::1", AddressKind::kPrivate},
+        {"ff02::1", AddressKind::kMulticast},
+        {"2001:db8::1", AddressKind::kReserved},
+        {"3fff::1", AddressKind::kReserved},
+        {"2001::1", AddressKind::kReserved},
+        {"100::1", AddressKind::kReserved},
+        {"4000::1", AddressKind::kReserved},
+        {"2606:4700:4700::1111", AddressKind::kPublic},
+        {"2a00:1450:4001:81c::200e", AddressKind::kPublic},
+    };
+    for (const auto &[text, kind] : cases) {
+        AddressKind actual = KindOf(text, __LINE__);
+        Check(actual == kind,
+              std::string(text) + " is " + AddressKindName(actual) + ", expected " +
+                  AddressKindName(kind),
+              __FILE__, __LINE__);
+    }
+    const std::string refused[] = {"",         "1.2.3",     "256.1.1.1",
+                                   "01.2.3.4", "localhost", "fe80::1%eth0",
+                                   "[::1]",    "1.2.3.4 ",  std::string("1.2.3.4\0", 8),
+                                   "::1::2"};
+    for (const std::string &text : refused) {
+        AddressKind kind = AddressKind::kMulticast;
+        CHECK(!ClassifyAddressText(text, &kind));
+        CHECK_EQ(kind, AddressKind::kMulticast);
+    }
+
+    sockaddr_in ipv4{};
+    ipv4.sin_family = AF_INET;
+    inet_pton(AF_INET, "10.9.8.7", &ipv4.sin_addr);
+    CHECK_EQ(ClassifyAddress(reinterpret_cast<sockaddr *>(&ipv4)), AddressKind::kPrivate);
+    inet_pton(AF_INET, "93.184.216.34", &ipv4.sin_addr);
+    CHECK_EQ(ClassifyAddress(reinterpret_cast<sockaddr *>(&ipv4)), AddressKind::kPublic);
+    sockaddr_in6 ipv6{};
+    ipv6.sin6_family = AF_INET6;
+    inet_pton(AF_INET6, "::ffff:169.254.169.254", &ipv6.sin6_addr);
+    CHECK_EQ(ClassifyAddress(reinterpret_cast<sockaddr *>(&ipv6)), AddressKind::kMetadata);
+    inet_pton(AF_INET6, "::1", &ipv6.sin6_addr);
+    CHECK_EQ(ClassifyAddress(reinterpret_cast<sockaddr *>(&ipv6)), AddressKind::kLoopback);
+    inet_pton(AF_INET6, "2606:4700::1", &ipv6.sin6_addr);
+    CHECK_EQ(ClassifyAddress(reinterpret_cast<sockaddr *>(&ipv6)), AddressKind::kPublic);
+    sockaddr_un unix_socket{};
+    unix_socket.sun_family = AF_UNIX;
+    CHECK_EQ(ClassifyAddress(reinterpret_cast<sockaddr *>(&unix_socket)), AddressKind::kReserved);
+    CHECK_EQ(ClassifyAddress(nullptr), AddressKind::kReserved);
+
+    CHECK_EQ(std::string(AddressKindName(AddressKind::kPublic)), "public");
+    CHECK_EQ(std::string(AddressKindName(AddressKind::kLoopback)), "loopback");
+    CHECK_EQ(std::string(AddressKindName(AddressKind::kPrivate)), "private");
+    CHECK_EQ(std::string(AddressKindName(AddressKind::kLinkLocal)), "link-local");
+    CHECK_EQ(std::string(AddressKindName(AddressKind::kMetadata)), "metadata");
+    CHECK_EQ(std::string(AddressKindName(AddressKind::kUnspecified)), "unspecified");
+    CHECK_EQ(std::string(AddressKindName(AddressKind::kMulticast)), "multicast");
+    CHECK_EQ(std::string(AddressKindName(AddressKind::kReserved)), "reserved");
+    CHECK(IsPublicAddress(AddressKind::kPublic));
+    const AddressKind not_public[] = {AddressKind::kLoopback,    AddressKind::kPrivate,
+                                      AddressKind::kLinkLocal,   AddressKind::kMetadata,
+                                      AddressKind::kUnspecified, AddressKind::kMulticast,
+                                      AddressKind::kReserved};
+    for (AddressKind kind : not_public)
+        CHECK(!IsPublicAddress(kind));
+}
+
+// Handler URLs that are accepted, and what they split into.
+void TestHandlerUrlsAccepted() {
+    HandlerUrl url = ParseHandlerUrl("https://example.com/hook");
+    CHECK_EQ(url.scheme, "https");
+    CHECK_EQ(url.host, "example.com");
+    CHECK_EQ(url.port, 443);
+    url = ParseHandlerUrl("HTTP://Example.COM:8080/x?y=1&z=%20");
+    CHECK_EQ(url.scheme, "http");
+    CHECK_EQ(url.host, "example.com");
+    CHECK_EQ(url.port, 8080);
+    url = ParseHandlerUrl("http://[::1]:8080/x");
+    CHECK_EQ(url.host, "::1");
+    CHECK_EQ(url.port, 8080);
+    url = ParseHandlerUrl("HtTpS://[2001:DB8::1]/");
+    CHECK_EQ(url.scheme, "https");
+    CHECK_EQ(url.host, "2001:db8::1");
+    CHECK_EQ(url.port, 443);
+    url = ParseHandlerUrl("http://192.0.2.1");
+    CHECK_EQ(url.host, "192.0.2.1");
+    CHECK_EQ(url.port, 80);
+    url = ParseHandlerUrl("http://example.com?x=1");
+    CHECK_EQ(url.host, "example.com");
+    url = ParseHandlerUrl("https://my_host.xn--bcher-kva.example.");
+    CHECK_EQ(url.host, "my_host.xn--bcher-kva.example.");
+    CHECK_EQ(ParseHandlerUrl("http://h:1").port, 1);
+    CHECK_EQ(ParseHandlerUrl("http://h:65535/").port, 65535);
+    CHECK_EQ(ParseHandlerUrl("https://h:00443").port, 443);
+    std::string longest = "https://example.com/";
+    longest.append(2048 - longest.size(), 'a');
+    CHECK_EQ(ParseHandlerUrl(longest).host, "example.com");
+}
+
+// Handler URLs that are refused, with the reason given.
+void TestHandlerUrlsRefused() {
+    std::string too_long = "https://example.com/";
+    too_long.append(2049 - too_long.size(), 'a');
+    CHECK_THROWS_22023(ParseHandlerUrl(too_long), "too long");
+    CHECK_THROWS_22023(ParseHandlerUrl(""), "must not be empty");
+    CHECK_THROWS_22023(ParseHandlerUrl("ftp://example.com/"), "must use http or https");
+    CHECK_THROWS_22023(ParseHandlerUrl("file:///etc/passwd"), "must use http or https");
+    CHECK_THROWS_22023(ParseHandlerUrl("example.com/hook"), "must start with http");
+    CHECK_THROWS_22023(ParseHandlerUrl("javascript:alert(1)"), "must start with http");
+    CHECK_THROWS_22023(ParseHandlerUrl("https://user:pass@example.com/"), "user information");
+    CHECK_THROWS_22023(ParseHandlerUrl("https://user@example.com"), "user information");
+    CHECK_THROWS_22023(ParseHandlerUrl("https:///path"), "no host");
+    CHECK_THROWS_22023(ParseHandlerUrl("https://"), "no host");
+    CHECK_THROWS_22023(ParseHandlerUrl("https://:443/"), "no host");
+    CHECK_THROWS_22023(ParseHandlerUrl("https://example.com/#top"), "fragment");
+    CHECK_THROWS_22023(ParseHandlerUrl("https://exa mple.com/"), "whitespace");
+    CHECK_THROWS_22023(ParseHandlerUrl("https://example.com/\t"), "whitespace");
+    CHECK_THROWS_22023(ParseHandlerUrl("https://example.com/\x7f"), "control");
+    CHECK_THROWS_22023(ParseHandlerUrl(std::string("https://example.com/\0", 21)), "control");
+    CHECK_THROWS_22023(ParseHandlerUrl("https://b\xc3\xbc"
+                                       "cher.de/"),
+                       "non-ASCII");
+    try {
+        ParseHandlerUrl("https://b\xc3\xbc"
+                        "cher.de/");
+    } catch (const amebo::Error &error) {
+        CHECK(error.detail().find("punycode") != std::string::npos);
+    }
+    CHECK_THROWS_22023(ParseHandlerUrl("https://example.com:0/"), "invalid port");
+    CHECK_THROWS_22023(ParseHandlerUrl("https://example.com:65536/"), "invalid port");
+    CHECK_THROWS_22023(ParseHandlerUrl("https://example.com:-1/"), "invalid port");
+    CHECK_THROWS_22023(ParseHandlerUrl("https://example.com:abc/"), "invalid port");
+    CHECK_THROWS_22023(ParseHandlerUrl("https://example.com:/"), "invalid port");
+    CHECK_THROWS_22023(ParseHandlerUrl("https://example.com:123456/"), "invalid port");
+    CHECK_THROWS_22023(ParseHandlerUrl("https://example.com:80:90/"), "invalid port");
+    CHECK_THROWS_22023(ParseHandlerUrl("http://[::1/"), "unterminated IPv6");
+    CHECK_THROWS_22023(ParseHandlerUrl("http://[::1]x/"), "after its IPv6 address");
+    CHECK_THROWS_22023(ParseHandlerUrl("http://[not-ipv6]/"), "invalid IPv6 address");
+    CHECK_THROWS_22023(ParseHandlerUrl("http://[]/"), "invalid IPv6 address");
+    CHECK_THROWS_22023(ParseHandlerUrl("http://[fe80::1%25eth0]/"), "invalid IPv6 address");
+    CHECK_THROWS_22023(ParseHandlerUrl("http://[::1]:0/"), "invalid port");
+    CHECK_THROWS_22023(ParseHandlerUrl("http://::1/"), "no host");
+    CHECK_THROWS_22023(ParseHandlerUrl("http://2130706433/"), "ambiguous numeric host");
+    CHECK_THROWS_22023(ParseHandlerUrl("http://0x7f.0.0.1/"), "ambiguous numeric host");
+    CHECK_THROWS_22023(ParseHandlerUrl("http://127.1/"), "ambiguous numeric host");
+    CHECK_THROWS_22023(ParseHandlerUrl("http://010.0.0.1/"), "ambiguous numeric host");
+    CHECK_THROWS_22023(ParseHandlerUrl("http://1.2.3.4./"), "ambiguous numeric host");
+    CHECK_THROWS_22023(ParseHandlerUrl("http://exa%6dple.com/"), "invalid host name");
+    CHECK_THROWS_22023(ParseHandlerUrl("http://a..b/"), "invalid host name");
+    CHECK_THROWS_22023(ParseHandlerUrl("http://.example.com/"), "invalid host name");
+    CHECK_THROWS_22023(ParseHandlerUrl("http://example.com\\@evil.com/"), "user information");
+    CHECK_THROWS_22023(ParseHandlerUrl("http://" + std::string(64, 'a') + ".com/"),
+                       "invalid host name");
+}
+
+// Exponential backoff with jitter and a cap, for every kind of attempt number.
+void TestRetryDelay() {
+    CHECK_EQ(RetryDelayMs(1, 1000, 60000, 0.5), 1000);
+    CHECK_EQ(RetryDelayMs(2, 1000, 60000, 0.5), 2000);
+    CHECK_EQ(RetryDelayMs(3, 1000, 60000, 0.5), 4000);
+    CHECK_EQ(RetryDelayMs(6, 1000, 60000, 0.5), 32000);
+    CHECK_EQ(RetryDelayMs(7, 1000, 60000, 0.5), 60000);
+    CHECK_EQ(RetryDelayMs(1000000, 1000, 60000, 0.5), 60000);
+    CHECK_EQ(RetryDelayMs(INT_MAX, 1000, 60000, 0.5), 60000);
+    CHECK_EQ(RetryDelayMs(0, 1000, 60000, 0.5), 1000);
+    CHECK_EQ(RetryDelayMs(INT_MIN, 1000, 60000, 0.5), 1000);
+    CHECK_EQ(RetryDelayMs(1, 1000, 60000, 0.0), 750);
+    CHECK_EQ(RetryDelayMs(1, 1000, 60000, 0.999999), 1249);
+    CHECK_EQ(RetryDelayMs(1, 1000, 60000, 1.0), 1249);
+    CHECK_EQ(RetryDelayMs(1, 1000, 60000, -3.0), 750);
+    CHECK_EQ(RetryDelayMs(1, 1000, 60000, std::nan("")), 750);
+    CHECK_EQ(RetryDelayMs(3, 0, 60000, 0.5), 0);
+    CHECK_EQ(RetryDelayMs(INT_MAX, 0, 60000, 0.5), 0);
+    CHECK_EQ(RetryDelayMs(1, 90000, 60000, 0.5), 60000);
+    CHECK_EQ(RetryDelayMs(1, -5, -5, 0.5), 0);
+    CHECK_EQ(RetryDelayMs(100, 1, std::numeric_limits<int64_t>::max(), 0.5), int64_t{1} << 62);
+    int64_t saturated = RetryDelayMs(INT_MAX, std::numeric_limits<int64_t>::max(),
+                                     std::numeric_limits<int64_t>::max(), 0.99);
+    CHECK_EQ(saturated, std::numeric_limits<int64_t>::max());
+    for (int step = 0; step < 100; step++) {
+        double unit_random = step / 100.0;
+        for (int attempt = 1; attempt <= 10; attempt++) {
+            int64_t delay = RetryDelayMs(attempt, 500, 20000, unit_random);
+            int64_t backoff = std::min<int64_t>(20000, int64_t{500} << (attempt - 1));
+            Check(delay >= backoff * 3 / 4 && delay < backoff * 5 / 4,
+                  "jitter bounds at attempt " + std::to_string(attempt), __FILE__, __LINE__);
+        }
+    }
+}
+
+// Retry-After in both forms, trimmed, capped, and refused when malformed.
+void TestRetryAfter() {
+    const int64_t now = 1445412480; // Wed, 21 Oct 2015 07:28:00 GMT
+    CHECK_EQ(ParseRetryAfterMs("120", now), 120000);
+    CHECK_EQ(ParseRetryAfterMs(" \t5 ", now), 5000);
+    CHECK_EQ(ParseRetryAfterMs("0", now), 0);
+    CHECK_EQ(ParseRetryAfterMs("86400", now), 86400000);
+    CHECK_EQ(ParseRetryAfterMs("86401", now), 86400000);
+    CHECK_EQ(ParseRetryAfterMs("99999999999999999999999999", now), 86400000);
+    CHECK_EQ(ParseRetryAfterMs("Wed, 21 Oct 2015 07:28:00 GMT", now - 60), 60000);
+    CHECK_EQ(ParseRetryAfterMs("Wed, 21 Oct 2015 07:28:00 GMT", now), 0);
+    CHECK_EQ(ParseRetryAfterMs("Wed, 21 Oct 2015 07:28:00 GMT", now + 3600), 0);
+    CHECK_EQ(ParseRetryAfterMs("Wed, 21 Oct 2015 07:28:00 GMT", now - 7 * 86400), 86400000);
+    CHECK_EQ(
+        ParseRetryAfterMs("Wed, 21 Oct 2015 07:28:00 GMT", std::numeric_limits<int64_t>::min()),
+        86400000);
+    CHECK_EQ(ParseRetryAfterMs("Thu, 29 Feb 2024 00:00:01 GMT", 1709164800), 1000);
+    CHECK_EQ(ParseRetryAfterMs("Sun, 01 Jan 2012 00:00:10 GMT", 1325376000), 10000);
+    const char *refused[] = {
+        "",
+        "   ",
+        "-5",
+        "+5",
+        "1.5",
+        "5s",
+        "abc",
+        "Wed, 21 Oct 2015 07:28:00 UTC",
+        "Wednesday, 21-Oct-15 07:28:00 GMT",
+        "Wed Oct 21 07:28:00 2015",
+        "Wed, 31 Feb 2015 07:28:00 GMT",
+        "Wed, 29 Feb 2015 07:28:00 GMT",
+        "Wed, 21 Foo 2015 07:28:00 GMT",
+        "Xyz, 21 Oct 2015 07:28:00 GMT",
+        "Wed, 21 Oct 2015 24:00:00 GMT",
+        "Wed, 21 Oct 2015 07:60:00 GMT",
+        "Wed, 1 Oct 2015 07:28:00 GMT",
+        "wed, 21 oct 2015 07:28:00 gmt",
+        "Wed, 21 Oct 2015 07:28:00 GMTx",
+    };
+    for (const char *value : refused)
+        Check(ParseRetryAfterMs(value, now) == -1,
+              std::string("ParseRetryAfterMs refuses \"") + value + "\"", __FILE__, __LINE__);
+}
+
+// Action globs with '*', including a pattern that would be exponential with naive backtracking.
+void TestActionMatching() {
+    CHECK(ActionMatches("user.*", "user.created"));
+    CHECK(ActionMatches("user.*", "user."));
+    CHECK(!ActionMatches("user.*", "user"));
+    CHECK(!ActionMatches("user.*", "users.created"));
+    CHECK(ActionMatches("*", ""));
+    CHECK(ActionMatches("*", "anything.at.all"));
+    CHECK(ActionMatches("", ""));
+    CHECK(!ActionMatches("", "a"));
+    CHECK(!ActionMatches("a", ""));
+    CHECK(ActionMatches("*.created", "user.created"));
+    CHECK(!ActionMatches("*.created", "user.deleted"));
+    CHECK(ActionMatches("user.*.done", "user.a.b.done"));
+    CHECK(!ActionMatches("user.*.done", "user.done"));
+    CHECK(ActionMatches("a*b*c", "abc"));
+    CHECK(ActionMatches("a*b*c", "aXbYbZc"));
+    CHECK(!ActionMatches("a*b*c", "acb"));
+    CHECK(ActionMatches("**", "x"));
+    CHECK(ActionMatches("*a", "baa"));
+    CHECK(!ActionMatches("ab*", "a"));
+    CHECK(ActionMatches("exact", "exact"));
+    CHECK(!ActionMatches("exact", "exactly"));
+    CHECK(!ActionMatches("exact", "Exact"));
+    CHECK(!ActionMatches("a*a*a*a*a*a*a*a*a*a*a*a*b", std::string(20000, 'a')));
+    CHECK(ActionMatches("a*a*a*a*a*a*a*a*a*a*a*a*b", std::string(20000, 'a') + "b"));
+
+    CHECK(IsValidActionPattern("user.*"));
+    CHECK(IsValidActionPattern("*"));
+    CHECK(IsValidActionPattern("order_2.placed"));
+    CHECK(IsValidActionPattern(std::string(255, 'a')));
+    CHECK(!IsValidActionPattern(std::string(256, 'a')));
+    CHECK(!IsValidActionPattern(""));
+    CHECK(!IsValidActionPattern("User.*"));
+    CHECK(!IsValidActionPattern("user-created"));
+    CHECK(!IsValidActionPattern("user created"));
+    CHECK(!IsValidActionPattern("a?b"));
+    CHECK(!IsValidActionPattern("caf\xc3\xa9"));
+}
+
+// jsonb @> containment, mirroring PostgreSQL's documented examples (section 8.14.3) and more.
+void TestJsonContainment() {
+    CHECK(Contains(R"("foo")", R"("foo")"));
+    CHECK(Contains("[1, 2, 3]", "[1, 3]"));
+    CHECK(Contains("[1, 2, 3]", "[3, 1]"));
+    CHECK(Contains("[1, 2, 3]", "[1, 2, 2]"));
+    CHECK(Contains(R"({"product": "PostgreSQL", "version": 9.4, "jsonb": true})",
+                   R"({"version": 9.4})"));
+    CHECK(!Contains("[1, 2, [1, 3]]", "[1, 3]"));
+    CHECK(Contains("[1, 2, [1, 3]]", "[[1, 3]]"));
+    CHECK(!Contains(R"({"foo": {"bar": "baz"}})", R"({"bar": "baz"})"));
+    CHECK(Contains(R"({"foo": {"bar": "baz"}})", R"({"foo": {}})"));
+    CHECK(Contains(R"(["foo", "bar"])", R"("bar")"));
+    CHECK(!Contains(R"("bar")", R"(["bar"])"));
+
+    CHECK(!Contains("[1, 2, 3]", "4"));
+    CHECK(!Contains("[[1]]", "1"));
+    CHECK(!Contains(R"({"a": [1, 2]})", R"({"a": 1})"));
+    CHECK(Contains(R"({"a": [1, 2]})", R"({"a": [2]})"));
+    CHECK(!Contains(R"([{"a": 1}])", R"({"a": 1})"));
+    CHECK(Contains(R"([{"a": 1, "b": 2}, 3])", R"([{"a": 1}])"));
+    CHECK(!Contains(R"([{"a": 1}])", R"([{"a": 1, "b": 2}])"));
+    CHECK(Contains("[[1, 2, 3]]", "[[3]]"));
+    CHECK(!Contains("[[1, 2]]", "[1]"));
+    CHECK(!Contains(R"([{"a": 1}])", "[[]]"));
+    CHECK(Contains(R"({"a": {"b": [1, {"c": 2, "d": 3}]}})", R"({"a": {"b": [{"c": 2}]}})"));
+    CHECK(Contains("1", "1.0"));
+    CHECK(Contains(R"({"n": 100})", R"({"n": 1e2})"));
+    CHECK(Contains("[0.5, 2]", "[2.0]"));
+    CHECK(!Contains(R"({"n": 1})", R"({"n": "1"})"));
+    CHECK(!Contains(R"({"n": 1})", R"({"n": true})"));
+    CHECK(!Contains(R"({"n": 0})", R"({"n": false})"));
+    CHECK(!Contains(R"({"n": 0})", R"({"n": null})"));
+    CHECK(Contains("null", "null"));
+    CHECK(!Contains("null", "false"));
+    CHECK(Contains(R"({"a": null})", R"({"a": null})"));
+    CHECK(Contains(R"({"a": null})", "{}"));
+    CHECK(!Contains("{}", R"({"a": null})"));
+    CHECK(Contains("[]", "[]"));
+    CHECK(Contains("[1]", "[]"));
+    CHECK(!Contains("[]", "[1]"));
+    CHECK(Contains("{}", "{}"));
+    CHECK(!Contains(R"({"a": 1})", "[]"));
+    CHECK(!Contains("[]", "{}"));
+    CHECK(Contains(R"({"n": 18446744073709551615})", R"({"n": 18446744073709551615})"));
+    CHECK(!Contains(R"({"n": -1})", R"({"n": 18446744073709551615})"));
+    CHECK(Contains(R"({"n": 5})", R"({"n": 5})"));
+    CHECK(!Contains(R"({"n": -5})", R"({"n": 5})"));
+    CHECK(!Contains(R"({"s": "abc"})", R"({"s": "ab"})"));
+    CHECK(Contains(R"({"user": {"plan": "pro", "tags": ["a", "b"]}, "x": 1})",
+                   R"({"user": {"tags": ["b"]}})"));
+}
+
+} // namespace
+
+int main() {
+    TestSigning();
+    TestBase64();
+    TestTimestamps();
+    TestEnvelope();
+    TestFeedEvent();
+    TestAddressClasses();
+    TestHandlerUrlsAccepted();
+    TestHandlerUrlsRefused();
+    TestRetryDelay();
+    TestRetryAfter();
+    TestActionMatching();
+    TestJsonContainment();
+    std::cout << "delivery_test: " << checks_run - checks_failed << " of " << checks_run
+              << " checks passed\n";
+    return checks_failed == 0 ? 0 : 1;
+}
