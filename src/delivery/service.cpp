@@ -38,7 +38,7 @@ constexpr int64_t kStartRetry = 5 * 1000000L;
 constexpr int64_t kSubscriptionReload = 5 * 1000000L;
 constexpr int64_t kDueFetchInterval = 250 * 1000L;
 constexpr int64_t kRecordInterval = 20 * 1000L;
-constexpr int64_t kCheckpointInterval = 1000 * 1000L;
+constexpr int64_t kCheckpointInterval = 200 * 1000L;
 constexpr int64_t kPruneInterval = 60 * 1000000L;
 
 // The columns of an event row, as the worker's queries select them.
@@ -127,8 +127,7 @@ bool DeliveryService::Start() {
         return false;
     }
     TrustOwnOutputPlugin();
-    std::string checkpoint =
-        worker::RunSqlValue("SELECT position FROM amebo.delivery_checkpoint");
+    std::string checkpoint = worker::RunSqlValue("SELECT position FROM amebo.delivery_checkpoint");
     dispatcher_ = std::make_unique<Dispatcher>(CurrentSettings());
     http_ = std::make_unique<HttpClient>(settings::max_concurrent_requests,
                                          settings::max_requests_per_subscription);
@@ -187,7 +186,8 @@ void DeliveryService::CatchUp() {
     auto rows = worker::RunSql(
         (std::string("SELECT ") + kEventColumns +
          " FROM amebo.events e WHERE e.position > $1::bigint AND e.position <= $2::bigint "
-         "ORDER BY e.position LIMIT " + std::to_string(kCatchUpChunk))
+         "ORDER BY e.position LIMIT " +
+         std::to_string(kCatchUpChunk))
             .c_str(),
         {std::to_string(catch_up_after_), std::to_string(catch_up_through_)});
     for (const auto &row : rows) {

@@ -46,7 +46,8 @@ CopiedRows Execute(const char *sql, int nargs, Oid *types, Datum *values, const 
     for (uint64 i = 0; i < SPI_processed; i++)
         for (int c = 0; c < columns; c++) {
             char *value = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, c + 1);
-            rows.values[i * columns + c] = value ? MemoryContextStrdup(SqlContext(), value) : nullptr;
+            rows.values[i * columns + c] =
+                value ? MemoryContextStrdup(SqlContext(), value) : nullptr;
         }
     SPI_finish();
     PopActiveSnapshot();

@@ -12,6 +12,7 @@
 #include "pg/guard.hpp"
 #include "pg/shared_memory.hpp"
 #include "settings.hpp"
+#include "worker/launcher.hpp"
 #include "worker/sql_runner.hpp"
 
 extern "C" {
@@ -48,9 +49,10 @@ struct WorkerShared {
     int pid;
     int pgprocno;
     bool has_async_projections;
-    bool delivering;      // webhook delivery is active: every commit of events wakes it
-    uint64 wake_requests; // counts wake-ups asked for; the worker compares it across a pass
-    uint64 changes;       // counts committed changes of subscriptions or stored messages
+    bool delivering;        // webhook delivery is active: every commit of events wakes it
+    uint64 wake_requests;   // counts wake-ups asked for; the worker compares it across a pass
+    uint64 changes;         // counts committed changes of subscriptions or stored messages
+    TimestampTz held_until; // DROP DATABASE keeps the launcher from starting the worker
     int figure_count;
     SharedFigures figures[kMaxFigures];
     TimestampTz started_at;
@@ -141,10 +143,10 @@ void OnWorkerExit(int, Datum) {
 // The async projections to run; none while the extension (1.2 or later) is not installed.
 std::vector<std::string> RunnableProjections() {
     std::vector<std::string> names;
-    for (const auto &row : RunSql(
-             "SELECT p.name FROM pg_catalog.pg_extension x, amebo.projections p "
-             "WHERE x.extname = 'amebo' AND p.mode = 'async' AND p.state = 'running' "
-             "AND pg_catalog.to_regclass('amebo.projections') IS NOT NULL ORDER BY p.name"))
+    for (const auto &row :
+         RunSql("SELECT p.name FROM pg_catalog.pg_extension x, amebo.projections p "
+                "WHERE x.extname = 'amebo' AND p.mode = 'async' AND p.state = 'running' "
+                "AND pg_catalog.to_regclass('amebo.projections') IS NOT NULL ORDER BY p.name"))
         names.push_back(row.at(0));
     return names;
 }
@@ -230,16 +232,7 @@ void Init() {
     if (!process_shared_preload_libraries_in_progress)
         return;
     pg::RegisterSharedSegment(&kSegment);
-    BackgroundWorker worker;
-    memset(&worker, 0, sizeof(worker));
-    worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-    worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-    worker.bgw_restart_time = 5;
-    strlcpy(worker.bgw_library_name, "amebo", BGW_MAXLEN);
-    strlcpy(worker.bgw_function_name, "amebo_worker_main", BGW_MAXLEN);
-    strlcpy(worker.bgw_name, "amebo worker", BGW_MAXLEN);
-    strlcpy(worker.bgw_type, "amebo worker", BGW_MAXLEN);
-    RegisterBackgroundWorker(&worker);
+    InitLauncher();
     RegisterXactCallback(WakeAtCommit, nullptr);
 }
 
@@ -250,6 +243,28 @@ void WakeForCommittedEvents() {
 void Wake() {
     SetWorkerLatch(true);
     g_wake_at_commit = true;
+}
+
+int WorkerPidServing(const char *database) {
+    if (g_shared == nullptr)
+        return 0;
+    SpinLockAcquire(&g_shared->mutex);
+    int pid = strcmp(g_shared->database, database) == 0 ? g_shared->pid : 0;
+    SpinLockRelease(&g_shared->mutex);
+    return pid;
+}
+
+void HoldWorker(TimestampTz until) {
+    SpinLockAcquire(&g_shared->mutex);
+    g_shared->held_until = until;
+    SpinLockRelease(&g_shared->mutex);
+}
+
+bool WorkerHeld() {
+    SpinLockAcquire(&g_shared->mutex);
+    TimestampTz until = g_shared->held_until;
+    SpinLockRelease(&g_shared->mutex);
+    return GetCurrentTimestamp() < until;
 }
 
 } // namespace amebo::worker
@@ -312,26 +327,26 @@ void RunLoop() {
             }
         }
         ServiceInterrupts();
-            if (ConfigReloadPending) {
-                ConfigReloadPending = false;
-                ProcessConfigFile(PGC_SIGHUP);
-                if (database != settings::database_name)
-                    proc_exit(1);
-            }
+        if (ConfigReloadPending) {
+            ConfigReloadPending = false;
+            ProcessConfigFile(PGC_SIGHUP);
+            if (database != settings::database_name)
+                proc_exit(0);
+        }
     }
 }
 
 } // namespace
 } // namespace amebo::worker
 
-// The worker: connect to amebo.database_name, then loop until told to stop. A change of
-// amebo.database_name exits with code 1 so that the postmaster starts it again there.
-void amebo_worker_main(Datum) {
-    pg::EntryVoid([] {
+// The worker: connect to the database the launcher chose, then loop until told to stop. A
+// change of amebo.database_name ends it; the launcher starts it again there.
+void amebo_worker_main(Datum database) {
+    pg::EntryVoid([&] {
         pqsignal(SIGHUP, SignalHandlerForConfigReload);
         pqsignal(SIGTERM, die);
         BackgroundWorkerUnblockSignals();
-        BackgroundWorkerInitializeConnection(settings::database_name, nullptr, 0);
+        BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(database), InvalidOid, 0);
         worker::Publish(MyProcPid, MyProc->pgprocno);
         before_shmem_exit(worker::OnWorkerExit, 0);
         worker::RunLoop();

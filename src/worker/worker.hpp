@@ -1,5 +1,6 @@
-// The background worker: applies async projections after commit, in position order.
-// Loaded only through shared_preload_libraries; serves the database amebo.database_name.
+// The background worker: delivers webhooks and applies async projections after commit.
+// Loaded only through shared_preload_libraries; started by the launcher (launcher.hpp) in
+// the database amebo.database_name.
 #pragma once
 
 #include "pg/postgres.hpp"
@@ -14,6 +15,15 @@ void WakeForCommittedEvents();
 
 // Wakes the worker now and again when the calling transaction commits.
 void Wake();
+
+// The pid of the worker if it serves database, else 0.
+int WorkerPidServing(const char *database);
+
+// Keeps the launcher from starting the worker until the given time.
+void HoldWorker(TimestampTz until);
+
+// True while HoldWorker()'s time has not passed.
+bool WorkerHeld();
 
 } // namespace amebo::worker
 
