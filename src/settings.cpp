@@ -53,10 +53,9 @@ void DefineDeliverySettings() {
                        &delivery_timeout, 10000, 100, 600 * 1000);
     DefineMilliseconds("amebo.connect_timeout", "Longest connecting to a webhook handler may take.",
                        &connect_timeout, 5000, 100, 600 * 1000);
-    DefineCustomIntVariable("amebo.max_concurrent_requests",
-                            "Webhook requests the worker keeps in flight at most.", nullptr,
-                            &max_concurrent_requests, 64, 1, 10000, PGC_SIGHUP, 0, nullptr, nullptr,
-                            nullptr);
+    DefineCustomIntVariable(
+        "amebo.max_concurrent_requests", "Webhook requests the worker keeps in flight at most.",
+        nullptr, &max_concurrent_requests, 64, 1, 10000, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
     DefineCustomIntVariable("amebo.max_requests_per_subscription",
                             "Webhook requests in flight at most per subscription (ordered "
                             "subscriptions always send one at a time).",

@@ -44,10 +44,9 @@ void Write(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId, bool) {
 // Creates the decoding context for the acquired slot (PostgreSQL side).
 void StartDecoding() {
     MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-    static XLogReaderRoutine routine = {read_local_xlog_page, wal_segment_open,
-                                        wal_segment_close};
-    g_context = CreateDecodingContext(InvalidXLogRecPtr, NIL, false, &routine, PrepareWrite,
-                                      Write, nullptr);
+    static XLogReaderRoutine routine = {read_local_xlog_page, wal_segment_open, wal_segment_close};
+    g_context = CreateDecodingContext(InvalidXLogRecPtr, NIL, false, &routine, PrepareWrite, Write,
+                                      nullptr);
     MemoryContextSwitchTo(old);
     XLogBeginRead(g_context->reader, MyReplicationSlot->data.restart_lsn);
 }

@@ -661,6 +661,7 @@ void TestRetryAfter() {
         "Xyz, 21 Oct 2015 07:28:00 GMT",
         "Wed, 21 Oct 2015 24:00:00 GMT",
         "Wed, 21 Oct 2015 07:60:00 GMT",
+        "Wed, 21 Oct 2015 07:28:61 GMT",
         "Wed, 1 Oct 2015 07:28:00 GMT",
         "wed, 21 oct 2015 07:28:00 gmt",
         "Wed, 21 Oct 2015 07:28:00 GMTx",

@@ -43,6 +43,7 @@ bool IsContainer(const Json &value) {
     return value.is_object() || value.is_array();
 }
 
+// Containment below the top level, defined after the helpers that recurse into it.
 bool ContainsNested(const Json &document, const Json &filter);
 
 // Object containment: every key of filter is in document, with a value that contains its own.

@@ -1,0 +1,889 @@
+#!/usr/bin/env python3
+"""Webhook delivery benchmark, run by bench/webhooks.sh against a throwaway cluster it started
+(wal_level = logical, amebo.allow_private_targets = on, test/amebo.conf's settings).
+
+Handlers on loopback: nginx (Debian's /usr/sbin/nginx, one worker process, `return 200 "ok"`,
+no access log) for throughput, and a small asyncio HTTP server in this file, which notes the
+time each request arrives, for latency. Four parts, in one run:
+
+1. Drain: 50,000 events committed quickly (transactions of one append_events call of 100
+   events) while 1 (then 10) subscriptions exist and the worker runs; deliveries per second
+   from the start of the first append until the last request finished (delivery log).
+   Target: at least 5,000 deliveries/s.
+2. Sustained: pgbench appending one event per transaction, unthrottled, for 20 s while
+   delivering to 1 (then 10) subscriptions: achieved append and delivery rates, and the
+   backlog when the appends stop.
+3. Latency: one subscription to the asyncio receiver, 500 appends/s for 20 s from one
+   client; latency = receipt time minus the time the append's autocommit returned.
+   Targets: p50 at most 5 ms, p99 at most 50 ms.
+4. Append throughput (pgbench, 8 clients, one append per transaction, synchronous_commit on)
+   with no subscription versus 10 subscriptions delivering, alternated.
+   Target: at most 5% lower with the subscriptions.
+
+Along the way: CPU time of the amebo worker, nginx and the whole machine, and samples of the
+worker's pg_stat_activity row (which statement it runs), to show where the time goes.
+
+Writes (or replaces) the "Webhook delivery" section of --out; progress goes to stderr.
+Exits 0 whether the targets are met or not.
+"""
+
+import argparse
+import datetime
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+
+import psycopg
+
+PG_BIN = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True,
+                        check=True).stdout.strip()
+NGINX = os.environ.get("BENCH_NGINX", "/usr/sbin/nginx")
+
+
+def env_int(name, default):
+    return int(os.environ.get(name, default))
+
+
+DRAIN_EVENTS = env_int("BENCH_WEBHOOK_EVENTS", 50_000)      # part 1: events in the backlog
+DRAIN_BATCH = 100                                           # part 1: events per transaction
+DRAIN_TIMEOUT = env_int("BENCH_WEBHOOK_DRAIN_TIMEOUT", 120)  # part 1: seconds at most per run
+SUSTAINED_SECONDS = env_int("BENCH_WEBHOOK_SUSTAINED_SECONDS", 20)
+LATENCY_RATE = env_int("BENCH_WEBHOOK_LATENCY_RATE", 500)   # part 3: appends per second
+LATENCY_SECONDS = env_int("BENCH_WEBHOOK_LATENCY_SECONDS", 20)
+APPEND_SECONDS = env_int("BENCH_WEBHOOK_APPEND_SECONDS", 30)  # part 4: seconds per run
+APPEND_ROUNDS = env_int("BENCH_WEBHOOK_APPEND_ROUNDS", 2)    # part 4: pairs of runs
+SETTLE_TIMEOUT = 180                                        # seconds for the worker to settle
+CLIENTS = 8
+PARTS = os.environ.get("BENCH_WEBHOOK_PARTS", "1,2,3,4").split(",")
+ACTION = "order.placed"
+TICK = os.sysconf("SC_CLK_TCK")
+
+# The payload of every benchmark event (as bench/pgbench/append_event.sql builds it), from an
+# integer expression r; "%%" is the modulo operator in psycopg's query syntax.
+PAYLOAD_SQL = ("jsonb_build_object('order_id', {r}, 'customer', 'customer-' || {r} %% 997, "
+               "'amount_cents', {r} %% 100000, 'currency', 'EUR', 'lines', jsonb_build_array("
+               "jsonb_build_object('sku', 'sku-' || {r} %% 101, 'qty', {r} %% 5 + 1)))")
+
+PGBENCH_SCRIPT = ("\\set r random(1, 1000000000000000)\n"
+                  "SELECT amebo.append_event('order-' || :client_id || '-' || :r, "
+                  f"'{ACTION}', " + PAYLOAD_SQL.format(r="(:r)::bigint").replace("%%", "%")
+                  + ");\n")
+
+
+# Prints a progress line on stderr.
+def log(message):
+    print(f"[{datetime.datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+
+
+# Nearest-rank percentile of an ascending list.
+def percentile(sorted_values, p):
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, int(-(-p * len(sorted_values) // 100)))
+    return sorted_values[rank - 1]
+
+
+# A TCP port on 127.0.0.1 that nothing listens on right now.
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# CPU seconds (user + system) a process has used so far; 0 once it is gone.
+def process_cpu(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+# Busy and total CPU seconds of the whole machine so far (/proc/stat).
+def machine_cpu():
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / TICK, sum(fields[:8]) / TICK
+
+
+# ---------------------------------------------------------------------------------------------
+# Handlers: nginx and the timestamping receiver.
+
+NGINX_CONF = """worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    default_type text/plain;
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{ return 200 "ok"; }}
+    }}
+}}
+"""
+
+
+# nginx in the foreground on a free loopback port, with its own configuration in a temp dir.
+class Nginx:
+    def __init__(self, workdir):
+        self.dir = os.path.join(workdir, "nginx")
+        os.makedirs(self.dir, exist_ok=True)
+        self.proc = None
+        self.port = None
+
+    # Starts nginx and waits until it answers a POST.
+    def start(self):
+        for _ in range(5):
+            self.port = free_port()
+            conf = os.path.join(self.dir, "nginx.conf")
+            with open(conf, "w") as f:
+                f.write(NGINX_CONF.format(dir=self.dir, port=self.port))
+            self.proc = subprocess.Popen(
+                [NGINX, "-p", self.dir + "/", "-c", conf, "-e", os.path.join(self.dir, "error.log")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                if self._answers():
+                    return
+                time.sleep(0.05)
+            self.stop()
+        raise RuntimeError(f"nginx did not start (see {self.dir}/error.log)")
+
+    # True when a POST to / gets 200 "ok".
+    def _answers(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(b"POST /probe HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                          b"Connection: close\r\n\r\n{}")
+                reply = b""
+                while chunk := s.recv(4096):
+                    reply += chunk
+            return reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"ok")
+        except OSError:
+            return False
+
+    # The nginx worker process (the master's child).
+    def worker_pid(self):
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as f:
+                        if int(f.read().rsplit(")", 1)[1].split()[1]) == self.proc.pid:
+                            return int(entry)
+                except (OSError, ValueError, IndexError):
+                    continue
+        return None
+
+    # Stops nginx (fast shutdown) if it runs.
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+
+# The receiver process: a keep-alive HTTP/1.1 server answering 200 "ok" to every POST and
+# noting (stream, time.time()) when a request's body has been read. Sends its port through
+# conn, then, when conn receives anything, sends back the list and exits.
+def receiver_main(conn):
+    import asyncio
+
+    received = []
+
+    # Serves one connection: requests one after another until the client closes.
+    async def serve(reader, writer):
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                expect = False
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    name = name.strip().lower()
+                    if name == b"content-length":
+                        length = int(value)
+                    elif name == b"expect" and value.strip().lower() == b"100-continue":
+                        expect = True
+                if expect:
+                    writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                body = await reader.readexactly(length) if length else b""
+                now = time.time()
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                             b"Content-Length: 2\r\n\r\nok")
+                match = re.search(rb'"stream"\s*:\s*"([^"]*)"', body)
+                received.append((match.group(1).decode() if match else "", now))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def main():
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        conn.send(server.sockets[0].getsockname()[1])
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_reader(conn.fileno(), stop.set)
+        await stop.wait()
+        server.close()
+
+    asyncio.run(main())
+    conn.recv()
+    conn.send(received)
+
+
+# Starts the timestamping receiver in its own process; returns (process, conn, port).
+def start_receiver():
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=receiver_main, args=(child,), daemon=True)
+    proc.start()
+    if not parent.poll(10):
+        proc.kill()
+        raise RuntimeError("the latency receiver did not start")
+    return proc, parent, parent.recv()
+
+
+# Stops the receiver; returns what it received.
+def stop_receiver(proc, conn):
+    conn.send("stop")
+    received = conn.recv() if conn.poll(30) else []
+    proc.join(timeout=10)
+    if proc.is_alive():
+        proc.kill()
+    return received
+
+
+# ---------------------------------------------------------------------------------------------
+# The cluster and amebo.
+
+
+class Bench:
+    def __init__(self, host, port, workdir, nginx):
+        self.host = host
+        self.port = port
+        self.conninfo = f"host={host} port={port} user=postgres dbname=postgres"
+        self.workdir = workdir
+        self.nginx = nginx
+        self.conn = psycopg.connect(self.conninfo, autocommit=True)
+        self.script = os.path.join(workdir, "append_event.sql")
+        with open(self.script, "w") as f:
+            f.write(PGBENCH_SCRIPT)
+        self.subscription_count = 0
+
+    # One value from a query.
+    def scalar(self, sql, params=None):
+        return self.conn.execute(sql, params).fetchone()[0]
+
+    # A fresh amebo with one application and the benchmark's action; waits for the worker.
+    def setup(self):
+        self.conn.execute("DROP EXTENSION IF EXISTS amebo CASCADE")
+        self.conn.execute("CREATE EXTENSION amebo")
+        self.conn.execute("SELECT amebo.create_application('bench')")
+        self.conn.execute("SELECT amebo.create_action(%s, 'bench')", (ACTION,))
+        if not self.scalar("SELECT amebo.wait_for_worker(30)"):
+            raise RuntimeError("amebo's worker is not running")
+        self.conn.execute("CHECKPOINT")
+
+    def worker_pid(self):
+        return self.scalar("SELECT pid FROM amebo.worker_status()")
+
+    # Creates n subscriptions to the given handler URLs (one path each); returns their ids,
+    # once one warm-up event has been delivered to each (subscriptions loaded, connections
+    # open).
+    def subscribe(self, urls):
+        ids = []
+        for url in urls:
+            self.subscription_count += 1
+            ids.append(self.scalar(
+                "SELECT amebo.create_subscription('bench', %s, %s, %s)",
+                (f"sub-{self.subscription_count}", ACTION, url)))
+        self.conn.execute("SELECT amebo.append_event('warm-up', %s, '{}')", (ACTION,))
+        if not self.scalar("SELECT amebo.wait_for_deliveries(30)"):
+            raise RuntimeError("the warm-up event was not delivered within 30 s")
+        return ids
+
+    # Drops every subscription and waits until the worker has handled everything committed.
+    def unsubscribe(self):
+        # What amebo.drop_subscription does, for every subscription at once.
+        self.conn.execute("DELETE FROM amebo.subscriptions")
+        start = time.monotonic()
+        settled = self.scalar("SELECT amebo.wait_for_deliveries(%s)", (SETTLE_TIMEOUT,))
+        log(f"  subscriptions dropped; worker settled in {time.monotonic() - start:.1f} s"
+            + ("" if settled else " (NOT settled: timed out)"))
+        self.conn.execute("CHECKPOINT")
+
+    # Successful deliveries recorded so far for the subscriptions ids.
+    def delivered(self, ids):
+        return self.scalar("SELECT coalesce(sum(delivered), 0)::bigint "
+                           "FROM amebo.subscription_progress WHERE subscription_id = ANY(%s)",
+                           (ids,))
+
+    # Attempts in the delivery log for ids: total, successful, and the end of the last
+    # request (Unix time).
+    def log_figures(self, ids):
+        return self.conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE status BETWEEN 200 AND 299), "
+            "extract(epoch FROM max(attempted_at + duration_ms * interval '1 ms'))::float8 "
+            "FROM amebo.delivery_log WHERE subscription_id = ANY(%s)", (ids,)).fetchone()
+
+    # Runs pgbench (one append per transaction); returns (tps, transactions).
+    def pgbench(self, seconds):
+        cmd = [os.path.join(PG_BIN, "pgbench"), "-h", self.host, "-p", str(self.port),
+               "-U", "postgres", "-n", "-M", "prepared", "-c", str(CLIENTS), "-j", "2",
+               "-T", str(seconds), "-f", self.script, "postgres"]
+        env = dict(os.environ, PGOPTIONS="-c synchronous_commit=on")
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                              timeout=seconds + 120)
+        tps = re.search(r"^tps = ([0-9.]+) \(without initial connection time\)", proc.stdout,
+                        re.M)
+        done = re.search(r"^number of transactions actually processed: (\d+)", proc.stdout,
+                         re.M)
+        if proc.returncode != 0 or not tps or not done:
+            raise RuntimeError(f"pgbench failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        return float(tps.group(1)), int(done.group(1))
+
+
+# CPU use of the worker, nginx and the machine between start() and stop(), plus samples of
+# the worker's pg_stat_activity row (every 10 ms, from its own connection) in a thread.
+class Meter:
+    def __init__(self, bench, sample=True):
+        self.bench = bench
+        self.sample = sample
+        self.samples = Counter()
+        self._stop = threading.Event()
+        self._thread = None
+
+    def start(self):
+        self.worker = self.bench.worker_pid()
+        self.nginx = self.bench.nginx.worker_pid()
+        self.t0 = time.monotonic()
+        self.cpu0 = (process_cpu(self.worker), process_cpu(self.nginx) if self.nginx else 0.0,
+                     machine_cpu())
+        if self.sample:
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    # Samples what the worker does, as pg_stat_activity shows it.
+    def _sample(self):
+        with psycopg.connect(self.bench.conninfo, autocommit=True) as conn:
+            while not self._stop.is_set():
+                row = conn.execute(
+                    "SELECT state, query, wait_event_type, wait_event FROM pg_stat_activity "
+                    "WHERE pid = %s", (self.worker,)).fetchone()
+                if row:
+                    state, text, wtype, wevent = row
+                    if state == "active":
+                        key = "SQL: " + describe_statement(text)
+                        if wevent:
+                            key += f" (waiting: {wtype}/{wevent})"
+                    else:
+                        key = "outside SQL" + (f" (waiting: {wtype}/{wevent})" if wevent else "")
+                    self.samples[key] += 1
+                time.sleep(0.01)
+
+    def stop(self):
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+        elapsed = time.monotonic() - self.t0
+        busy1, total1 = machine_cpu()
+        busy0, total0 = self.cpu0[2]
+        self.elapsed = elapsed
+        self.worker_cpu = process_cpu(self.worker) - self.cpu0[0]
+        self.nginx_cpu = (process_cpu(self.nginx) - self.cpu0[1]) if self.nginx else 0.0
+        self.machine_busy = (busy1 - busy0) / max(1e-9, total1 - total0)
+        return self
+
+    # "worker 93%, nginx 20%, machine 98% busy" for the interval.
+    def summary(self):
+        return (f"worker {self.worker_cpu / self.elapsed * 100:.0f}% of a CPU, nginx "
+                f"{self.nginx_cpu / self.elapsed * 100:.0f}%, machine "
+                f"{self.machine_busy * 100:.0f}% busy")
+
+
+# A short name for a statement the worker runs.
+def describe_statement(text):
+    text = " ".join((text or "").split())
+    for marker in ("record_deliveries", "due_deliveries", "blocked_subscriptions",
+                   "prune_delivery_log", "run_projection", "amebo.subscriptions s JOIN",
+                   "settled_position", "pg_replication_slots", "amebo.projections"):
+        if marker in text:
+            return marker
+    return text[:50]
+
+
+# ---------------------------------------------------------------------------------------------
+# Part 1: drain a backlog.
+
+# The statement appending one transaction's batch of events to a new stream.
+DRAIN_SQL = ("SELECT amebo.append_events(%s, (SELECT jsonb_agg(jsonb_build_object("
+             f"'action', '{ACTION}', 'payload', " + PAYLOAD_SQL.format(r="g") + ")) "
+             f"FROM generate_series(%s::bigint, %s::bigint) g))")
+
+
+def run_drain(bench, subscriptions, tag):
+    urls = [bench.nginx.url(f"/drain-{tag}-{i}") for i in range(subscriptions)]
+    ids = bench.subscribe(urls)
+    before = bench.delivered(ids)
+    expected = DRAIN_EVENTS * subscriptions
+    meter = Meter(bench).start()
+    start = time.time()
+    for first in range(1, DRAIN_EVENTS + 1, DRAIN_BATCH):
+        bench.conn.execute(DRAIN_SQL, (f"drain-{tag}-{first}", first, first + DRAIN_BATCH - 1))
+    appended = time.time()
+    deadline = time.monotonic() + DRAIN_TIMEOUT
+    delivered = 0
+    while time.monotonic() < deadline:
+        delivered = bench.delivered(ids) - before
+        if delivered >= expected:
+            break
+        time.sleep(0.05)
+    seen = time.time()
+    meter.stop()
+    finished = delivered >= expected
+    attempts, successes, last_end = bench.log_figures(ids)
+    # The warm-up event: one attempt per subscription before the backlog.
+    attempts -= subscriptions
+    successes -= subscriptions
+    elapsed = (last_end - start) if finished else (seen - start)
+    result = {
+        "subscriptions": subscriptions, "events": DRAIN_EVENTS, "expected": expected,
+        "delivered": delivered, "finished": finished, "append_s": appended - start,
+        "elapsed_s": elapsed, "seen_s": seen - start,
+        "rate": (expected if finished else delivered) / elapsed,
+        "append_rate": DRAIN_EVENTS / (appended - start),
+        "attempts": attempts, "failed": attempts - successes, "meter": meter,
+    }
+    log(f"part 1, {subscriptions} subscription(s): appended {DRAIN_EVENTS:,} events in "
+        f"{result['append_s']:.2f} s; {'delivered' if finished else 'NOT finished:'} "
+        f"{delivered:,}/{expected:,} in {elapsed:.2f} s = {result['rate']:,.0f} deliveries/s; "
+        f"{meter.summary()}")
+    bench.unsubscribe()
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Part 2: sustained appends.
+
+
+def run_sustained(bench, subscriptions, tag):
+    urls = [bench.nginx.url(f"/sustained-{tag}-{i}") for i in range(subscriptions)]
+    ids = bench.subscribe(urls)
+    before = bench.delivered(ids)
+    meter = Meter(bench).start()
+    tps, transactions = bench.pgbench(SUSTAINED_SECONDS)
+    at_end = bench.delivered(ids) - before
+    meter.stop()
+    # Then: how long until the backlog is delivered (at most 30 s of waiting).
+    expected = transactions * subscriptions
+    deadline = time.monotonic() + 30
+    end = time.monotonic()
+    delivered = at_end
+    while delivered < expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+        delivered = bench.delivered(ids) - before
+    caught_up = delivered >= expected
+    catch_up_s = time.monotonic() - end
+    result = {
+        "subscriptions": subscriptions, "tps": tps, "transactions": transactions,
+        "expected": expected, "delivered_in_window": at_end,
+        "delivery_rate": at_end / meter.elapsed, "backlog": expected - at_end,
+        "backlog_s": (expected - at_end) / max(1, expected / meter.elapsed),
+        "caught_up": caught_up, "catch_up_s": catch_up_s,
+        "after_wait": expected - delivered, "meter": meter,
+    }
+    log(f"part 2, {subscriptions} subscription(s): {tps:.0f} appends/s, "
+        f"{result['delivery_rate']:,.0f} deliveries/s during the run; backlog at the end "
+        f"{result['backlog']:,} deliveries; "
+        + (f"caught up {catch_up_s:.1f} s later" if caught_up else
+           f"{result['after_wait']:,} still undelivered after 30 s")
+        + f"; {meter.summary()}")
+    bench.unsubscribe()
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Part 3: latency from commit to receipt.
+
+
+def run_latency(bench):
+    proc, conn, port = start_receiver()
+    try:
+        ids = bench.subscribe([f"http://127.0.0.1:{port}/latency"])
+        committed = {}
+        durations = []
+        interval = 1.0 / LATENCY_RATE
+        count = LATENCY_RATE * LATENCY_SECONDS
+        meter = Meter(bench, sample=False).start()
+        sql = (f"SELECT amebo.append_event(%(stream)s, '{ACTION}', "
+               + PAYLOAD_SQL.format(r="%(r)s::bigint") + ")")
+        with psycopg.connect(bench.conninfo, autocommit=True) as client:
+            cursor = client.cursor()
+            cursor.execute("SELECT 1")
+            t0 = time.monotonic()
+            late = 0
+            for i in range(count):
+                due = t0 + i * interval
+                now = time.monotonic()
+                if due > now:
+                    time.sleep(due - now)
+                elif now - due > 0.1:
+                    late += 1
+                stream = f"lat-{i}"
+                before = time.time()
+                cursor.execute(sql, {"stream": stream, "r": i}, prepare=True)
+                after = time.time()
+                committed[stream] = after
+                durations.append(after - before)
+            sent_s = time.monotonic() - t0
+        bench.scalar("SELECT amebo.wait_for_deliveries(30)")
+        meter.stop()
+    finally:
+        received = stop_receiver(proc, conn)
+    first = {}
+    for stream, at in received:
+        if stream in committed and stream not in first:
+            first[stream] = at
+    latencies = sorted((first[s] - committed[s]) * 1000 for s in first)
+    durations.sort()
+    result = {
+        "count": count, "received": len(first), "requests": len(received),
+        "rate": count / sent_s, "late": late,
+        "p50": percentile(latencies, 50), "p90": percentile(latencies, 90),
+        "p99": percentile(latencies, 99), "max": latencies[-1] if latencies else float("nan"),
+        "min": latencies[0] if latencies else float("nan"),
+        "append_p50": percentile(durations, 50) * 1000,
+        "append_p99": percentile(durations, 99) * 1000,
+        "meter": meter,
+    }
+    log(f"part 3: {count:,} appends at {result['rate']:.0f}/s, {len(first):,} received; "
+        f"latency p50 {result['p50']:.2f} ms, p90 {result['p90']:.2f}, p99 {result['p99']:.2f}, "
+        f"max {result['max']:.2f}; {meter.summary()}")
+    bench.unsubscribe()
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Part 4: append throughput with and without subscriptions.
+
+
+def run_append(bench):
+    runs = []
+    for rnd in range(APPEND_ROUNDS):
+        for subscriptions in (0, 10):
+            ids = []
+            if subscriptions:
+                ids = bench.subscribe([bench.nginx.url(f"/append-{rnd}-{i}")
+                                       for i in range(subscriptions)])
+            before = bench.delivered(ids) if ids else 0
+            meter = Meter(bench, sample=False).start()
+            tps, transactions = bench.pgbench(APPEND_SECONDS)
+            meter.stop()
+            delivered = (bench.delivered(ids) - before) if ids else 0
+            runs.append({"round": rnd, "subscriptions": subscriptions, "tps": tps,
+                         "transactions": transactions, "delivered": delivered,
+                         "meter": meter})
+            log(f"part 4 round {rnd + 1}/{APPEND_ROUNDS}, {subscriptions} subscriptions: "
+                f"{tps:.0f} tps, {delivered / meter.elapsed:,.0f} deliveries/s; "
+                f"{meter.summary()}")
+            if subscriptions:
+                bench.unsubscribe()
+            else:
+                bench.conn.execute("CHECKPOINT")
+    return runs
+
+
+# ---------------------------------------------------------------------------------------------
+# The report.
+
+
+def verdict(ok):
+    return "PASS" if ok else "MISS"
+
+
+# Lines of "share of samples" for the worker's activity during a run.
+def activity_cell(meter):
+    total = sum(meter.samples.values())
+    if not total:
+        return "–"
+    return "; ".join(f"{key} {count * 100 / total:.0f}%"
+                     for key, count in meter.samples.most_common(4))
+
+
+def report(results, info):
+    lines = [
+        "## Webhook delivery (bench/webhooks.py)",
+        "",
+        f"- date: {info['date']}, took {info['minutes']:.1f} min; {os.cpu_count()} CPUs "
+        f"(nproc); load average at start {info['load_start']}, at end {info['load_end']}",
+        f"- cluster: its own, started by bench/webhooks.sh with test/amebo.conf (**fsync = off**: "
+        "commits do not wait for the disk, so append rates are higher than in the sections "
+        f"above) and: {info['settings']}",
+        f"- handler for throughput: nginx {info['nginx']} on 127.0.0.1 (1 worker process, "
+        "`return 200 \"ok\"`, access_log off, keep-alive); for latency: an asyncio HTTP server "
+        "in bench/webhooks.py noting time.time() when a request's body is read. Every "
+        "subscription has its own path; batch_size 1, unordered. Client, server, worker and "
+        "handler share the machine's CPUs.",
+        "- CPU columns: CPU time of the amebo worker process and of the nginx worker over "
+        "the run's wall time (100% = one CPU), and the machine's busy share (all CPUs). "
+        "Worker activity: share of 10 ms samples of the worker's pg_stat_activity row: "
+        "inside one of its SQL statements (by name), or outside SQL (decoding WAL, "
+        "dispatching, HTTP, waiting).",
+        "",
+    ]
+    if "1" in results:
+        lines += [
+            "### 1. Draining a backlog",
+            "",
+            f"{DRAIN_EVENTS:,} events appended as fast as one client can "
+            f"({DRAIN_EVENTS // DRAIN_BATCH:,} transactions of one append_events call of "
+            f"{DRAIN_BATCH} events) while the subscriptions exist and the worker runs. Time: "
+            "from the start of the first append until the last request finished (delivery "
+            "log: attempted_at + duration_ms), so delivery overlaps the appends; deliveries/s "
+            f"= events x subscriptions / time. Runs stop after {DRAIN_TIMEOUT} s (then the rate "
+            "is what was delivered by then). Target: ≥ 5,000 deliveries/s.",
+            "",
+            "| subscriptions | deliveries | append time s | appends/s | drain time s "
+            "| deliveries/s | target | attempts (failed) | worker CPU | nginx CPU | machine busy "
+            "| worker activity |",
+            "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|",
+        ]
+        for r in results["1"]:
+            m = r["meter"]
+            lines.append(
+                f"| {r['subscriptions']} | {r['delivered']:,} of {r['expected']:,}"
+                f"{'' if r['finished'] else ' (timed out)'} | {r['append_s']:.2f} | "
+                f"{r['append_rate']:,.0f} | {r['elapsed_s']:.2f} | **{r['rate']:,.0f}** | "
+                f"≥ 5,000: {verdict(r['rate'] >= 5000 and r['finished'])} | "
+                f"{r['attempts']:,} ({r['failed']:,}) | "
+                f"{m.worker_cpu / m.elapsed * 100:.0f}% | {m.nginx_cpu / m.elapsed * 100:.0f}% | "
+                f"{m.machine_busy * 100:.0f}% | {activity_cell(m)} |")
+        for r in results["1"]:
+            m = r["meter"]
+            if r["delivered"]:
+                lines.append("")
+                lines.append(
+                    f"- {r['subscriptions']} subscription(s): worker CPU per delivery "
+                    f"{m.worker_cpu * 1e6 / r['delivered']:.0f} µs, nginx CPU per request "
+                    f"{m.nginx_cpu * 1e6 / r['delivered']:.0f} µs")
+        lines.append("")
+    if "2" in results:
+        lines += [
+            "### 2. Sustained appends",
+            "",
+            f"pgbench -M prepared -c {CLIENTS} -j 2 -T {SUSTAINED_SECONDS}, unthrottled, one "
+            "append_event per transaction (new stream each), while delivering to the "
+            "subscriptions. Deliveries/s counted during the pgbench run "
+            "(amebo.subscription_progress); backlog = deliveries owed when pgbench ended "
+            "(in seconds of appending at the achieved rate); then up to 30 s of waiting for "
+            "it to be delivered.",
+            "",
+            "| subscriptions | appends/s | deliveries owed/s | deliveries/s during the run "
+            "| kept up | backlog at end | caught up after | worker CPU | nginx CPU | "
+            "machine busy | worker activity |",
+            "|---:|---:|---:|---:|---|---:|---|---:|---:|---:|---|",
+        ]
+        for r in results["2"]:
+            m = r["meter"]
+            owed = r["expected"] / m.elapsed
+            kept = r["backlog_s"] <= 1.0
+            lines.append(
+                f"| {r['subscriptions']} | {r['tps']:,.0f} | {owed:,.0f} | "
+                f"**{r['delivery_rate']:,.0f}** | {'yes' if kept else 'no'} | "
+                f"{r['backlog']:,} ({r['backlog_s']:.1f} s) | "
+                + (f"{r['catch_up_s']:.1f} s" if r["caught_up"] else
+                   f"not within 30 s ({r['after_wait']:,} left)")
+                + f" | {m.worker_cpu / m.elapsed * 100:.0f}% | "
+                f"{m.nginx_cpu / m.elapsed * 100:.0f}% | {m.machine_busy * 100:.0f}% | "
+                f"{activity_cell(m)} |")
+        lines += ["", "'kept up': the backlog at the end is at most 1 s of appends.", ""]
+    if "3" in results:
+        r = results["3"]
+        m = r["meter"]
+        lines += [
+            "### 3. Latency from commit to receipt",
+            "",
+            f"One client appends one event per autocommit transaction at {LATENCY_RATE}/s for "
+            f"{LATENCY_SECONDS} s (achieved {r['rate']:.0f}/s; {r['late']} appends more than "
+            "100 ms behind schedule), each to its own stream; one subscription to the asyncio "
+            "receiver. Latency = time.time() when the receiver has read the request minus "
+            "time.time() right after the append's execute returned (its commit done). The "
+            f"append itself took p50 {r['append_p50']:.2f} ms, p99 {r['append_p99']:.2f} ms "
+            "(measured from before the call, latencies would be that much higher). "
+            f"Received {r['received']:,} of {r['count']:,} events ({r['requests']:,} "
+            f"requests); worker CPU {m.worker_cpu / m.elapsed * 100:.0f}%, machine "
+            f"{m.machine_busy * 100:.0f}% busy.",
+            "",
+            "| min ms | p50 ms | p90 ms | p99 ms | max ms | p50 target | p99 target |",
+            "|---:|---:|---:|---:|---:|---|---|",
+            f"| {r['min']:.2f} | **{r['p50']:.2f}** | {r['p90']:.2f} | **{r['p99']:.2f}** | "
+            f"{r['max']:.2f} | ≤ 5 ms: {verdict(r['p50'] <= 5 and r['received'] == r['count'])} "
+            f"| ≤ 50 ms: {verdict(r['p99'] <= 50 and r['received'] == r['count'])} |",
+            "",
+        ]
+    if "4" in results:
+        runs = results["4"]
+        none = [r["tps"] for r in runs if r["subscriptions"] == 0]
+        ten = [r["tps"] for r in runs if r["subscriptions"] == 10]
+        pairs = [b / a for a, b in zip(none, ten)]
+        ratio = statistics.median(pairs)
+        lines += [
+            "### 4. Append throughput with deliveries running",
+            "",
+            f"pgbench -M prepared -c {CLIENTS} -j 2 -T {APPEND_SECONDS}, synchronous_commit "
+            "on, one append_event per transaction (new stream each), runs alternating: no "
+            "subscription, 10 subscriptions (to nginx), ... With no subscription the worker "
+            "still decodes the WAL. Ratio: median over rounds of (TPS with 10 subscriptions "
+            "/ TPS of the run before it with none). Target: at most 5% lower (≥ 0.95x).",
+            "",
+            "| run | subscriptions | TPS | deliveries/s | worker CPU | nginx CPU | machine busy |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for i, r in enumerate(runs):
+            m = r["meter"]
+            lines.append(
+                f"| {i + 1} | {r['subscriptions']} | {r['tps']:,.0f} | "
+                f"{r['delivered'] / m.elapsed:,.0f} | {m.worker_cpu / m.elapsed * 100:.0f}% | "
+                f"{m.nginx_cpu / m.elapsed * 100:.0f}% | {m.machine_busy * 100:.0f}% |")
+        lines += [
+            "",
+            f"- TPS with 10 subscriptions / without: **{ratio:.2f}x** (per round: "
+            f"{', '.join(f'{p:.2f}' for p in pairs)}); target ≥ 0.95x: "
+            f"**{verdict(ratio >= 0.95)}**",
+            "",
+        ]
+    lines += summary_lines(results)
+    return lines
+
+
+# The results against the targets, in one table.
+def summary_lines(results):
+    rows = []
+    for r in results.get("1", []):
+        rows.append((f"drain, {r['subscriptions']} subscription(s), deliveries/s",
+                     f"{r['rate']:,.0f}", "≥ 5,000", f"{r['rate'] / 5000:.2f}x of target",
+                     verdict(r["rate"] >= 5000 and r["finished"])))
+    for r in results.get("2", []):
+        rows.append((f"sustained, {r['subscriptions']} subscription(s), deliveries/s "
+                     f"(owed {r['expected'] / r['meter'].elapsed:,.0f}/s)",
+                     f"{r['delivery_rate']:,.0f}", "keep up",
+                     f"{r['delivery_rate'] / (r['expected'] / r['meter'].elapsed):.2f}x of owed",
+                     verdict(r["backlog_s"] <= 1.0)))
+    if "3" in results:
+        r = results["3"]
+        rows.append(("latency p50 ms", f"{r['p50']:.2f}", "≤ 5", f"{r['p50'] / 5:.2f}x of target",
+                     verdict(r["p50"] <= 5)))
+        rows.append(("latency p99 ms", f"{r['p99']:.2f}", "≤ 50",
+                     f"{r['p99'] / 50:.2f}x of target", verdict(r["p99"] <= 50)))
+    if "4" in results:
+        runs = results["4"]
+        none = [r["tps"] for r in runs if r["subscriptions"] == 0]
+        ten = [r["tps"] for r in runs if r["subscriptions"] == 10]
+        ratio = statistics.median([b / a for a, b in zip(none, ten)])
+        rows.append(("append TPS with 10 subscriptions / none", f"{ratio:.2f}x", "≥ 0.95x",
+                     f"{(1 - ratio) * 100:.0f}% lower", verdict(ratio >= 0.95)))
+    if not rows:
+        return []
+    lines = ["### Against the targets", "", "| measure | value | target | ratio | result |",
+             "|---|---:|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in rows]
+    return lines + [""]
+
+
+# Writes the section into out: replaces an existing "## Webhook delivery" section, or appends.
+def write_section(out, lines):
+    text = open(out).read() if os.path.exists(out) else ""
+    section = "\n".join(lines).rstrip("\n") + "\n"
+    match = re.search(r"^## Webhook delivery.*?(?=^## |\Z)", text, re.M | re.S)
+    if match:
+        text = text[:match.start()] + section + ("\n" if match.end() < len(text) else "") \
+            + text[match.end():]
+    else:
+        text = text.rstrip("\n") + ("\n\n" if text else "") + section
+    with open(out, "w") as f:
+        f.write(text)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", required=True, help="the cluster's unix socket directory")
+    parser.add_argument("--port", required=True, type=int)
+    parser.add_argument("--out", required=True, help="the Markdown report to update")
+    args = parser.parse_args()
+
+    started = datetime.datetime.now(datetime.timezone.utc)
+    load_start = "/".join(f"{x:.2f}" for x in os.getloadavg())
+    workdir = tempfile.mkdtemp(prefix="amebo-webhooks.")
+    nginx = Nginx(workdir)
+    results = {}
+    try:
+        nginx.start()
+        log(f"nginx listening on 127.0.0.1:{nginx.port}")
+        bench = Bench(args.host, args.port, workdir, nginx)
+        bench.setup()
+        settings = bench.scalar(
+            "SELECT string_agg(name || '=' || setting || coalesce(unit, ''), ', ' ORDER BY name) "
+            "FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', 'wal_level', "
+            "'shared_buffers', 'max_wal_size', 'jit', 'autovacuum', 'shared_preload_libraries', "
+            "'amebo.allow_private_targets', 'amebo.max_concurrent_requests', "
+            "'amebo.max_requests_per_subscription', 'amebo.worker_naptime', "
+            "'logical_decoding_work_mem')")
+        if "1" in PARTS:
+            results["1"] = [run_drain(bench, n, f"d{n}") for n in (1, 10)]
+        if "2" in PARTS:
+            results["2"] = [run_sustained(bench, n, f"s{n}") for n in (1, 10)]
+        if "3" in PARTS:
+            results["3"] = run_latency(bench)
+        if "4" in PARTS:
+            results["4"] = run_append(bench)
+    finally:
+        nginx.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    nginx_version = subprocess.run([NGINX, "-v"], capture_output=True, text=True).stderr.strip()
+    info = {
+        "date": f"{started:%Y-%m-%d %H:%M:%S %Z}",
+        "minutes": (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds() / 60,
+        "load_start": load_start,
+        "load_end": "/".join(f"{x:.2f}" for x in os.getloadavg()),
+        "settings": settings,
+        "nginx": nginx_version.split("/")[-1],
+    }
+    lines = report(results, info)
+    write_section(args.out, lines)
+    print("\n".join(lines))
+    log(f"updated {args.out}")
+
+
+if __name__ == "__main__":
+    main()

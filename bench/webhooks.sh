@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Benchmarks webhook delivery (bench/webhooks.py): draining a backlog, sustained appends,
+# commit-to-receipt latency, and append throughput with deliveries running, against nginx on
+# loopback, on a throwaway cluster with wal_level = logical (test/amebo.conf: fsync = off).
+# Writes (or replaces) the "Webhook delivery" section of bench/RESULTS.md and prints it.
+# Like bench/run.sh it installs missing packages, builds and installs amebo, and runs as an
+# unprivileged user, so it works as root or as a user who may sudo. bench/run.sh runs it too.
+# Usage: bash bench/webhooks.sh; about 7 minutes.
+#   BENCH_NO_BUILD=1   benchmark the amebo already installed (no build, no make install)
+#   BENCH_WEBHOOK_PORT=N  the cluster's port (default: the first free one from 55500)
+#   BENCH_WEBHOOK_PARTS (e.g. "1,3"), BENCH_WEBHOOK_EVENTS, ...: see bench/webhooks.py.
+# Internal: bash bench/webhooks.sh --as-user REPORT (cluster up, benchmark, cluster down).
+# Exits 0 whether the targets are met or not; non-zero only when the benchmark could not run.
+# Leaves nothing running.
+# shellcheck source-path=SCRIPTDIR/..
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# As the unprivileged user, in its work tree: cluster up, benchmark, cluster down.
+# Argument: the report to update.
+run_webhooks() {
+    local out=$1 python="" candidate port dir
+    for candidate in python3 /usr/bin/python3; do
+        if "$candidate" -c 'import psycopg' 2>/dev/null; then
+            python=$candidate
+            break
+        fi
+    done
+    if [ -z "$python" ]; then
+        echo "no python3 with psycopg (Debian: python3-psycopg)" >&2
+        return 1
+    fi
+    if [ ! -x "${BENCH_NGINX:-/usr/sbin/nginx}" ]; then
+        echo "no nginx at ${BENCH_NGINX:-/usr/sbin/nginx} (Debian: nginx-light or nginx)" >&2
+        return 1
+    fi
+    source test/lib/cluster.sh
+    # A port nothing listens on (other clusters may run on this machine).
+    port=${BENCH_WEBHOOK_PORT:-}
+    for candidate in $(seq 55500 55599); do
+        [ -n "$port" ] && break
+        (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null || port=$candidate
+    done
+    dir=$(mktemp -d /tmp/amebo-bench-webhooks.XXXXXX)
+    # shellcheck disable=SC2064 # expand dir now: the trap runs after the function returned
+    trap "cluster_stop '$dir'; rm -rf '$dir'" EXIT
+    # The worker needs wal_level = logical; loopback handlers need allow_private_targets.
+    # JIT off and no timed checkpoint in a measurement, as in bench/run.sh; autovacuum stays
+    # on (the worker's tables are updated all the time, as in production).
+    cluster_start "$dir" "$port" \
+        "wal_level = logical" \
+        "amebo.allow_private_targets = on" \
+        "jit = off" \
+        "shared_buffers = 512MB" \
+        "max_wal_size = 8GB" \
+        "checkpoint_timeout = 30min"
+    "$python" bench/webhooks.py --host "$dir" --port "$port" --out "$out"
+}
+
+if [ "${1:-}" = "--as-user" ]; then
+    (run_webhooks "${2:-bench/RESULTS.md}")
+    exit
+fi
+
+source test/lib/prepare.sh
+if [ "${BENCH_NO_BUILD:-0}" = 1 ]; then
+    # amebo_prepare without its build and install: packages, user and work tree only.
+    # shellcheck disable=SC2317 # called by amebo_prepare
+    make() { :; }
+    # shellcheck disable=SC2317
+    as_root() { :; }
+    amebo_prepare
+    unset -f make as_root
+    if [ ! -f "$(pg_config --sharedir)/extension/amebo.control" ]; then
+        echo "amebo is not installed (run without BENCH_NO_BUILD=1 to build it)" >&2
+        exit 1
+    fi
+else
+    echo "== building and installing amebo"
+    amebo_prepare >/dev/null
+fi
+if [ "$AMEBO_WORK" != "$AMEBO_TOP" ]; then
+    # shellcheck disable=SC2064
+    trap "rm -rf '$AMEBO_WORK'" EXIT
+fi
+
+echo "== benchmarking webhook delivery (progress on stderr)"
+as_test_user "bash bench/webhooks.sh --as-user bench/RESULTS.md"
+if [ "$AMEBO_WORK" != "$AMEBO_TOP" ]; then
+    cp "$AMEBO_WORK/bench/RESULTS.md" "$AMEBO_TOP/bench/RESULTS.md"
+fi
