@@ -127,10 +127,16 @@ END
 $$;
 
 -- Checks a subscription's settings (other than its handler), raising the matching error.
-CREATE FUNCTION amebo.check_subscription(action text, max_retries integer, batch_size integer)
+CREATE FUNCTION amebo.check_subscription(action text, max_retries integer, batch_size integer,
+                                         filter jsonb)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog AS $$
 BEGIN
+    IF filter IS NOT NULL AND jsonb_typeof(filter) <> 'object' THEN
+        RAISE EXCEPTION 'filter must be a JSON object, not %', jsonb_typeof(filter)
+            USING ERRCODE = '22023',
+                  HINT = 'A filter matches payloads that contain it, as jsonb @> does.';
+    END IF;
     IF action !~ '^[a-z0-9_.*]{1,255}$' THEN
         RAISE EXCEPTION 'invalid action pattern "%"', action USING ERRCODE = '22023',
             HINT = 'Use an action name, or a pattern of lowercase letters, digits, "_", "." and "*".';
@@ -173,7 +179,7 @@ BEGIN
         RAISE EXCEPTION 'invalid subscription name "%"', subscription USING ERRCODE = '22023',
             HINT = 'Use 1 to 63 lowercase letters, digits, "_" or "-", starting with a letter.';
     END IF;
-    PERFORM amebo.check_subscription(action, max_retries, batch_size);
+    PERFORM amebo.check_subscription(action, max_retries, batch_size, filter);
     PERFORM amebo.check_handler(handler);
     INSERT INTO amebo.subscriptions AS s (application, name, action, handler, max_retries,
                                           filter, ordered, batch_size, start_position)
@@ -192,15 +198,18 @@ CREATE FUNCTION amebo.lock_subscription(application text, subscription text)
 RETURNS amebo.subscriptions
 LANGUAGE plpgsql SET search_path = pg_catalog AS $$
 DECLARE
-    found amebo.subscriptions;
+    locked amebo.subscriptions;
 BEGIN
-    SELECT * INTO found FROM amebo.subscriptions s
+    IF application IS NULL OR subscription IS NULL THEN
+        RAISE EXCEPTION 'application and subscription must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    SELECT * INTO locked FROM amebo.subscriptions s
     WHERE s.application = lock_subscription.application AND s.name = subscription FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'subscription "%" of application "%" does not exist', subscription,
             application USING ERRCODE = '42704';
     END IF;
-    RETURN found;
+    RETURN locked;
 END
 $$;
 
@@ -222,7 +231,7 @@ BEGIN
     s.filter := CASE WHEN filter = '{}'::jsonb THEN NULL ELSE coalesce(filter, s.filter) END;
     s.ordered := coalesce(ordered, s.ordered);
     s.batch_size := coalesce(batch_size, s.batch_size);
-    PERFORM amebo.check_subscription(s.action, s.max_retries, s.batch_size);
+    PERFORM amebo.check_subscription(s.action, s.max_retries, s.batch_size, s.filter);
     IF handler IS NOT NULL THEN
         PERFORM amebo.check_handler(s.handler);
     END IF;
@@ -236,28 +245,32 @@ $$;
 -- Removes a subscription with its stored messages.
 CREATE FUNCTION amebo.drop_subscription(application text, subscription text) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+DECLARE
+    target bigint := (amebo.lock_subscription(application, subscription)).id;
 BEGIN
-    DELETE FROM amebo.subscriptions s
-    WHERE s.id = (amebo.lock_subscription(application, subscription)).id;
+    DELETE FROM amebo.subscriptions s WHERE s.id = target;
 END
 $$;
 
 -- Stops deliveries to a subscription; events keep being queued for it.
 CREATE FUNCTION amebo.pause_subscription(application text, subscription text) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+DECLARE
+    target bigint := (amebo.lock_subscription(application, subscription)).id;
 BEGIN
-    UPDATE amebo.subscriptions s SET state = 'paused', updated_at = now()
-    WHERE s.id = (amebo.lock_subscription(application, subscription)).id;
+    UPDATE amebo.subscriptions s SET state = 'paused', updated_at = now() WHERE s.id = target;
 END
 $$;
 
 -- Resumes a paused or disabled subscription.
 CREATE FUNCTION amebo.resume_subscription(application text, subscription text) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+DECLARE
+    target bigint := (amebo.lock_subscription(application, subscription)).id;
 BEGIN
     UPDATE amebo.subscriptions s
     SET state = 'active', disabled_reason = NULL, updated_at = now()
-    WHERE s.id = (amebo.lock_subscription(application, subscription)).id;
+    WHERE s.id = target;
 END
 $$;
 
@@ -265,12 +278,12 @@ $$;
 CREATE FUNCTION amebo.redeliver(application text, subscription text) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog AS $$
 DECLARE
+    target bigint := (amebo.lock_subscription(application, subscription)).id;
     revived bigint;
 BEGIN
     UPDATE amebo.deliveries d
     SET state = 'pending', attempts = 0, next_attempt_at = now(), updated_at = now()
-    WHERE d.subscription_id = (amebo.lock_subscription(application, subscription)).id
-      AND d.state = 'dead';
+    WHERE d.subscription_id = target AND d.state = 'dead';
     GET DIAGNOSTICS revived = ROW_COUNT;
     RETURN revived;
 END
@@ -306,10 +319,41 @@ $$;
 CREATE FUNCTION amebo.replay_subscription(application text, subscription text,
                                           since timestamptz)
 RETURNS bigint
-LANGUAGE sql SET search_path = pg_catalog AS $$
-    SELECT amebo.replay_subscription(application, subscription,
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+BEGIN
+    IF since IS NULL THEN
+        RAISE EXCEPTION 'since must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    RETURN amebo.replay_subscription(application, subscription,
         coalesce((SELECT min(e.position) - 1 FROM amebo.events e WHERE e.recorded_at >= since),
-                 (SELECT max(e.position) FROM amebo.events e), 0))
+                 (SELECT max(e.position) FROM amebo.events e), 0));
+END
+$$;
+
+-- Removes an application; with cascade also its actions and subscriptions (1.3: it also
+-- refuses, without cascade, while the application has subscriptions).
+CREATE OR REPLACE FUNCTION amebo.drop_application(name text, cascade boolean DEFAULT false)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+DECLARE
+    owned integer;
+    subscribed integer;
+BEGIN
+    PERFORM 1 FROM amebo.applications a WHERE a.name = drop_application.name FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'application "%" does not exist', name USING ERRCODE = '42704';
+    END IF;
+    SELECT count(*) INTO owned FROM amebo.actions WHERE application = drop_application.name;
+    SELECT count(*) INTO subscribed FROM amebo.subscriptions s
+    WHERE s.application = drop_application.name;
+    IF (owned > 0 OR subscribed > 0) AND NOT cascade THEN
+        RAISE EXCEPTION 'application "%" still owns % action(s) and % subscription(s)', name,
+            owned, subscribed
+            USING ERRCODE = '2BP01', HINT = 'Drop them first, or pass cascade => true.';
+    END IF;
+    DELETE FROM amebo.actions WHERE application = drop_application.name;
+    DELETE FROM amebo.applications a WHERE a.name = drop_application.name;
+END
 $$;
 
 -- Subscriptions with their settings.
@@ -337,7 +381,7 @@ SELECT s.application, s.name, s.state,
        coalesce(extract(epoch FROM now() - (
            SELECT min(d.created_at) FROM amebo.deliveries d
            WHERE d.subscription_id = s.id AND d.state = 'pending')), 0) AS lag_seconds,
-       p.delivered, p.last_success_at, p.last_error, p.last_error_at, s.disabled_reason
+       coalesce(p.delivered, 0) AS delivered, p.last_success_at, p.last_error, p.last_error_at, s.disabled_reason
 FROM amebo.subscriptions s
 LEFT JOIN amebo.subscription_progress p ON p.subscription_id = s.id
 LEFT JOIN amebo.delivery_worker_stats() w ON w.subscription_id = s.id;

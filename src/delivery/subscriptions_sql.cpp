@@ -25,9 +25,11 @@ namespace {
 void RefuseAddress(const HandlerUrl &url, const char *address, AddressKind kind) {
     if (settings::allow_private_targets || IsPublicAddress(kind))
         return;
+    std::string where = url.host == address ? "handler address \"" + url.host + "\""
+                                            : "handler host \"" + url.host + "\" resolves to " +
+                                                  address + ", which";
     throw Error(sqlstate::kInvalidParameterValue,
-                "handler host \"" + url.host + "\" resolves to " + address + ", a " +
-                    AddressKindName(kind) + " address",
+                where + " is not allowed: " + AddressKindName(kind) + " address",
                 "Webhooks may not reach loopback, private, link-local or metadata addresses.",
                 "A superuser can allow them with amebo.allow_private_targets = on.");
 }

@@ -513,6 +513,11 @@ def case_hanging(conn, rcv, subs):
         i += 1
         time.sleep(0.05)
     worst, median, n, missing = latency_figures(rcv.client.requests("/c3/ok"), appended)
+    if os.environ.get("WH_DEBUG"):
+        okr = {r["body"]["event_id"]: r["received_at"] for r in rcv.client.requests("/c3/ok")}
+        t00 = min(appended.values())
+        print("   dbg ok", [(round(t - t00, 2), round(okr[e] - t, 3) if e in okr else None)
+                            for e, t in sorted(appended.items(), key=lambda x: x[1])])
     check(not missing and worst is not None and worst < HEALTHY_LATENCY_LIMIT,
           f"healthy subscription during the hang: {n} of {len(appended)} events, latency max "
           f"{ms(worst)}, median {ms(median)} (< {HEALTHY_LATENCY_LIMIT:g} s)",
