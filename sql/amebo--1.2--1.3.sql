@@ -69,7 +69,7 @@ CREATE TABLE amebo.delivery_log (
     status          integer,
     error           text,
     duration_ms     double precision NOT NULL,
-    attempted_at    timestamptz      NOT NULL
+    attempted_at    timestamptz      NOT NULL -- when the attempt began
 );
 CREATE INDEX delivery_log_subscription ON amebo.delivery_log (subscription_id, attempted_at);
 CREATE INDEX delivery_log_attempted_at ON amebo.delivery_log USING brin (attempted_at);
@@ -303,7 +303,8 @@ BEGIN
         RAISE EXCEPTION 'after_position must not be NULL' USING ERRCODE = '22004';
     END IF;
     INSERT INTO amebo.deliveries AS d (subscription_id, webhook_id, positions)
-    SELECT s.id, 'msg_' || replace(e.event_id::text, '-', ''), ARRAY[e.position]
+    SELECT s.id, 'msg_' || replace(e.event_id::text, '-', '')
+                 || CASE WHEN s.batch_size > 1 THEN '_1' ELSE '' END, ARRAY[e.position]
     FROM amebo.events e
     WHERE e.position > after_position AND amebo.action_matches(s.action, e.action)
       AND (s.filter IS NULL OR e.payload @> s.filter)

@@ -22,6 +22,9 @@ namespace {
 LogicalDecodingContext *g_context = nullptr;
 QueueSink *g_sink = nullptr;
 size_t g_records = 0;
+// True while decoding runs; still true after an error escaped decoding, whose state is then
+// unknown.
+bool g_decoding = false;
 
 // Nothing to prepare: the output buffer is the context's own.
 void PrepareWrite(LogicalDecodingContext *ctx, XLogRecPtr, TransactionId, bool) {
@@ -51,10 +54,10 @@ void StartDecoding() {
     XLogBeginRead(g_context->reader, MyReplicationSlot->data.restart_lsn);
 }
 
-// Decodes records up to the flushed end of WAL or max_records (PostgreSQL side).
-XLogRecPtr DecodeAvailable(size_t max_records) {
-    XLogRecPtr end = GetFlushRecPtr(nullptr);
+// Decodes records up to end (flushed WAL) or max_records (PostgreSQL side).
+XLogRecPtr DecodeAvailable(size_t max_records, XLogRecPtr end) {
     ResourceOwner owner = CurrentResourceOwner;
+    g_decoding = true;
     while (g_context->reader->EndRecPtr < end && g_records < max_records) {
         char *message = nullptr;
         XLogRecord *record = XLogReadRecord(g_context->reader, &message);
@@ -67,6 +70,7 @@ XLogRecPtr DecodeAvailable(size_t max_records) {
     }
     // Decoding runs transactions of its own; they may leave another owner current.
     CurrentResourceOwner = owner;
+    g_decoding = false;
     return g_context->reader->EndRecPtr;
 }
 
@@ -92,10 +96,14 @@ bool QueueIsOpen() {
     return g_context != nullptr;
 }
 
-uint64_t ReadQueue(QueueSink *sink, size_t max_records) {
+uint64_t FlushedWal() {
+    return GetFlushRecPtr(nullptr);
+}
+
+uint64_t ReadQueue(QueueSink *sink, size_t max_records, uint64_t up_to) {
     g_sink = sink;
     g_records = 0;
-    XLogRecPtr end = pg::Call([&] { return DecodeAvailable(max_records); });
+    XLogRecPtr end = pg::Call([&] { return DecodeAvailable(max_records, up_to); });
     g_sink = nullptr;
     return end;
 }
@@ -111,6 +119,8 @@ void CloseQueue() {
     if (g_context == nullptr)
         return;
     pg::Call([&] {
+        if (g_decoding)
+            ereport(FATAL, (errmsg("amebo: logical decoding failed; the worker restarts")));
         FreeDecodingContext(g_context);
         g_context = nullptr;
         ReplicationSlotRelease();

@@ -28,9 +28,12 @@ void OpenQueue(const char *slot_name);
 // True between OpenQueue() and CloseQueue().
 bool QueueIsOpen();
 
-// Decodes the WAL flushed so far, stopping early once max_records were written; returns
-// the position read up to.
-uint64_t ReadQueue(QueueSink *sink, size_t max_records);
+// The end of the WAL flushed so far.
+uint64_t FlushedWal();
+
+// Decodes the WAL up to up_to (at most FlushedWal()), stopping early once max_records were
+// written; returns the position read up to.
+uint64_t ReadQueue(QueueSink *sink, size_t max_records, uint64_t up_to);
 
 // Tells the slot that everything before lsn is handled (the WAL before it may go).
 void ConfirmQueue(uint64_t lsn);

@@ -15,6 +15,7 @@
 #include "pg/guard.hpp"
 #include "settings.hpp"
 #include "worker/sql_runner.hpp"
+#include "worker/worker.hpp"
 
 extern "C" {
 #include "access/xlog.h"
@@ -35,6 +36,7 @@ constexpr int kCatchUpChunk = 1000;
 constexpr int kDueBatch = 500;
 // Intervals, in microseconds.
 constexpr int64_t kStartRetry = 5 * 1000000L;
+constexpr int64_t kStopPause = 1000000L;
 constexpr int64_t kSubscriptionReload = 5 * 1000000L;
 constexpr int64_t kDueFetchInterval = 250 * 1000L;
 constexpr int64_t kRecordInterval = 20 * 1000L;
@@ -108,6 +110,7 @@ void DeliveryService::Stop() {
     dispatcher_.reset();
     active_ = false;
     catching_up_ = false;
+    next_start_check_ = Now() + kStopPause;
 }
 
 // Starts delivery when the extension is installed and wal_level allows; true when active.
@@ -183,6 +186,8 @@ void DeliveryService::CatchUp() {
         OpenQueue(slot_name_.c_str());
         return;
     }
+    if (worker::SubscriptionChanges() != loaded_changes_)
+        LoadSubscriptions();
     auto rows = worker::RunSql(
         (std::string("SELECT ") + kEventColumns +
          " FROM amebo.events e WHERE e.position > $1::bigint AND e.position <= $2::bigint "
@@ -205,6 +210,7 @@ void DeliveryService::CatchUp() {
 // Loads subscriptions with their applications' secrets.
 void DeliveryService::LoadSubscriptions() {
     next_subscription_load_ = now_ + kSubscriptionReload;
+    loaded_changes_ = worker::SubscriptionChanges();
     auto rows = worker::RunSql(
         "SELECT s.id, s.action, s.handler, a.secret, s.max_retries, "
         "coalesce(s.filter::text, ''), s.ordered, s.batch_size, s.start_position, s.state "
@@ -247,7 +253,12 @@ void DeliveryService::Commit(uint64_t lsn) {
 void DeliveryService::ReadNew() {
     if (dispatcher_->Backlog() >= kMaxBacklog)
         return;
-    uint64_t end = ReadQueue(this, kReadBatch);
+    // A subscription that committed before a transaction we are about to read changed the
+    // counter before that transaction began, so before this flush position was read.
+    uint64_t flushed = FlushedWal();
+    if (worker::SubscriptionChanges() != loaded_changes_)
+        LoadSubscriptions();
+    uint64_t end = ReadQueue(this, kReadBatch, flushed);
     dispatcher_->ReadUpTo(end);
 }
 

@@ -68,6 +68,7 @@ class DeliveryService : private QueueSink {
     int64_t last_record_ = 0;
     int64_t next_due_fetch_ = 0;
     int64_t next_subscription_load_ = 0;
+    uint64_t loaded_changes_ = 0; // the subscription change count the list was loaded at
     int64_t next_prune_ = 0;
     int64_t now_ = 0;
 };

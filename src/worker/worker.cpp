@@ -211,6 +211,24 @@ bool RunProjectionsSafely() {
     return more;
 }
 
+// Runs one delivery step, or a wait; a PostgreSQL error (the extension dropped meanwhile,
+// say) is logged, its transaction rolled back, and delivery starts again from its slot.
+template <typename Body> void DeliverSafely(delivery::DeliveryService &deliveries, Body body) {
+    ErrorData *failed = nullptr;
+    try {
+        body();
+    } catch (const pg::PgError &error) {
+        failed = error.data();
+    }
+    if (failed != nullptr) {
+        failed->elevel = WARNING;
+        ThrowErrorData(failed);
+        AbortCurrentTransaction();
+        pgstat_report_activity(STATE_IDLE, nullptr);
+        deliveries.Stop();
+    }
+}
+
 // Handles pending interrupts between passes. SIGTERM ends the worker (FATAL); a query
 // cancel aimed at an idle worker is logged and ignored instead of ending it.
 void ServiceInterrupts() {
@@ -243,6 +261,10 @@ void WakeForCommittedEvents() {
 void Wake() {
     SetWorkerLatch(true);
     g_wake_at_commit = true;
+}
+
+uint64 SubscriptionChanges() {
+    return Changes();
 }
 
 int WorkerPidServing(const char *database) {
@@ -302,6 +324,10 @@ void RunLoop() {
     std::string database = settings::database_name;
     delivery::DeliveryService deliveries;
     ProjectionSchedule projections;
+    // The worker's own changes of stored messages do not wake it (see the deliveries trigger).
+    pg::Call([] {
+        SetConfigOption("application_name", "amebo worker", PGC_USERSET, PGC_S_SESSION);
+    });
     uint64 changes_seen = Changes();
     bool first = true;
     for (;;) {
@@ -315,11 +341,13 @@ void RunLoop() {
         ResetSqlMemory();
         if (projections.Due(requests, changed))
             projections.more = RunProjectionsSafely();
-        deliveries.Step(changed);
+        DeliverSafely(deliveries, [&] { deliveries.Step(changed); });
         auto figures = deliveries.Figures();
         PublishDelivery(!figures.empty(), figures);
         if (!projections.more && requests == WakeRequests() && changes == Changes()) {
-            if (!deliveries.Wait(settings::worker_naptime)) {
+            bool woken = false;
+            DeliverSafely(deliveries, [&] { woken = deliveries.Wait(settings::worker_naptime); });
+            if (!woken) {
                 (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
                                 deliveries.Figures().empty() ? settings::worker_naptime : 0,
                                 PG_WAIT_EXTENSION);

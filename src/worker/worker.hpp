@@ -16,6 +16,9 @@ void WakeForCommittedEvents();
 // Wakes the worker now and again when the calling transaction commits.
 void Wake();
 
+// How many transactions changed subscriptions so far (counted at their commit).
+uint64 SubscriptionChanges();
+
 // The pid of the worker if it serves database, else 0.
 int WorkerPidServing(const char *database);
 

@@ -22,7 +22,10 @@ fails the case and the next case runs; the exit status is 1 when any case failed
   8 delayed:    metadata deliver_after holds an event until then.
   9 replay/pause: replay_subscription re-sends; a paused subscription queues and resume
                 delivers.
- 10 lifecycle:  the worker survives DROP/CREATE EXTENSION (one slot afterwards) and a reload.
+ 11 new subscription: events appended at once after create_subscription (while other appends
+                keep the worker busy) all arrive, promptly.
+ 10 lifecycle:  the worker survives DROP/CREATE EXTENSION (one slot afterwards) and a reload
+                (runs last: it drops the extension).
 The cluster needs amebo.allow_private_targets = on, retry_base_delay 100, retry_max_delay
 2000, delivery_timeout 2000 (see webhooks.sh).
 """
@@ -152,10 +155,22 @@ def wait_until(fn, timeout, interval=0.05):
         time.sleep(interval)
 
 
-# amebo.wait_for_deliveries(timeout), timed; returns (result, seconds).
+# amebo.wait_for_deliveries(timeout), timed; returns (result, seconds). When it times out,
+# prints the delivery state (subscription_status, delivery_queue) to help find why.
 def wait_deliveries(conn, timeout=30):
     t0 = time.monotonic()
     ok = one(conn, "SELECT amebo.wait_for_deliveries(%s)", (timeout,))
+    if not ok:
+        print("  diag subscription_status (name, state, in_flight, queued, pending, dead, "
+              "delivered, last_error):")
+        for r in rows(conn, "SELECT name, state, in_flight, queued, pending, dead, delivered, "
+                            "last_error FROM amebo.subscription_status ORDER BY name"):
+            print(f"  diag   {r}")
+        for r in rows(conn, "SELECT slot_name, active, checkpoint_position, events_behind, "
+                            "(SELECT max(position) FROM amebo.events), "
+                            "amebo.settled_position() FROM amebo.delivery_queue"):
+            print(f"  diag delivery_queue (slot, active, checkpoint, events_behind, "
+                  f"max position, settled_position): {r}")
     return ok, time.monotonic() - t0
 
 
@@ -168,10 +183,16 @@ def by_event(records):
     return grouped
 
 
+# True for a request the receiver answered 2xx at once (a hung one is recorded as 200 but
+# answered only after hang_seconds, when the worker has given up on it).
+def answered_ok(record):
+    return 200 <= record["status"] < 300 and record.get("mode") != "hang"
+
+
 # Event ids of the successful (2xx) requests at path, one per request (single-event bodies).
 def delivered_ids(records):
     return [r["body"]["event_id"] for r in records
-            if 200 <= r["status"] < 300 and isinstance(r.get("body"), dict)
+            if answered_ok(r) and isinstance(r.get("body"), dict)
             and "event_id" in r["body"]]
 
 
@@ -179,7 +200,7 @@ def delivered_ids(records):
 def latency_figures(records, appended):
     first = {}
     for r in records:
-        if 200 <= r["status"] < 300 and isinstance(r.get("body"), dict):
+        if answered_ok(r) and isinstance(r.get("body"), dict):
             first.setdefault(r["body"].get("event_id"), r["received_at"])
     lat = sorted(first[e] - t for e, t in appended.items() if e in first)
     missing = [e for e in appended if e not in first]
@@ -373,12 +394,12 @@ def case_matching(conn, rcv, subs):
     check(shapes_ok and max(sizes, default=0) > 1,
           f"batch sizes: max {max(sizes, default=0)}, mean "
           f"{(sum(sizes) / len(sizes)) if sizes else 0:.1f} (some batch holds more than one)")
-    # A batch's webhook-id is the first event's, with "_<count>" when it holds more than one
-    # (a one-event batch keeps the plain id, the one a replay of that event uses).
-    bad_batch_ids = [r["webhook_id"] for r in batches if shapes_ok and r["webhook_id"] !=
-                     webhook_id(r["body"]["events"][0]["event_id"])
-                     + (f"_{len(r['body']['events'])}" if len(r["body"]["events"]) > 1 else "")]
-    eq(bad_batch_ids[:3], [], "batch webhook-ids not msg_<first event>[_<count> if > 1]")
+    # README: "the webhook-id is the first event's followed by _<count>" (one-event batches too).
+    bad_batch_ids = [(r["webhook_id"], len(r["body"]["events"])) for r in batches
+                     if shapes_ok and r["webhook_id"] != webhook_id(
+                         r["body"]["events"][0]["event_id"]) + f"_{len(r['body']['events'])}"]
+    check(not bad_batch_ids, f"{len(batches)} batch webhook-ids are msg_<first event>_<count>",
+          f"{len(bad_batch_ids)} are not, e.g. (id, count) {bad_batch_ids[:2]}")
 
     # Bodies equal the stored events (amebo.read_stream rows).
     stored = {}
@@ -493,15 +514,16 @@ def case_failing(conn, rcv, subs):
 
 
 def case_hanging(conn, rcv, subs):
-    create_actions(conn, "c3.tick")
+    create_actions(conn, "c3.hang", "c3.tick")
     hung = 3
+    # The hanging subscription gets only the c3.hang events: its first request for each hangs.
     rcv.client.behave("/c3/hang", mode="hang", hang_seconds=30, count=hung)
-    hang_id = subs.create("c3-hang", "c3.*", "/c3/hang", max_retries=5)
+    hang_id = subs.create("c3-hang", "c3.hang", "/c3/hang", max_retries=5)
     subs.create("c3-ok", "c3.*", "/c3/ok")
     appended = {}
     first = []
     for i in range(hung):
-        eid, before = append(conn, f"c3-h{i}", "c3.tick", {"i": i})
+        eid, before = append(conn, f"c3-h{i}", "c3.hang", {"i": i})
         appended[eid] = before
         first.append(eid)
     # Healthy traffic over the hang (2.6 s), every 50 ms.
@@ -513,11 +535,6 @@ def case_hanging(conn, rcv, subs):
         i += 1
         time.sleep(0.05)
     worst, median, n, missing = latency_figures(rcv.client.requests("/c3/ok"), appended)
-    if os.environ.get("WH_DEBUG"):
-        okr = {r["body"]["event_id"]: r["received_at"] for r in rcv.client.requests("/c3/ok")}
-        t00 = min(appended.values())
-        print("   dbg ok", [(round(t - t00, 2), round(okr[e] - t, 3) if e in okr else None)
-                            for e, t in sorted(appended.items(), key=lambda x: x[1])])
     check(not missing and worst is not None and worst < HEALTHY_LATENCY_LIMIT,
           f"healthy subscription during the hang: {n} of {len(appended)} events, latency max "
           f"{ms(worst)}, median {ms(median)} (< {HEALTHY_LATENCY_LIMIT:g} s)",
@@ -540,14 +557,12 @@ def case_hanging(conn, rcv, subs):
               f"hung event {eid[:8]}: receiver saw {len(tries)} requests, the retry "
               f"{ms(tries[1]['received_at'] - tries[0]['received_at']) if len(tries) > 1 else '-'}"
               f" after the first")
-    if os.environ.get("WH_DEBUG"):
-        for r in recs[:12]:
-            print("   dbg", r["webhook_id"][:12], r["mode"], r["status"], r["attempt"],
-                  round(r["received_at"] - min(appended.values()), 3),
-                  r["webhook_id"] in [webhook_id(e) for e in first])
     ids = delivered_ids(recs)
-    check(set(ids) == set(appended), f"hanging subscription finally got all {len(appended)} "
-                                     f"events ({len(set(ids))})")
+    check(sorted(ids) == sorted(first), f"hanging subscription finally got its {hung} events "
+                                        f"once each ({len(ids)} successes)")
+    ids = delivered_ids(rcv.client.requests("/c3/ok"))
+    check(sorted(ids) == sorted(appended), f"healthy subscription finally got all "
+                                           f"{len(appended)} events, once each ({len(ids)})")
 
 
 # ---------------------------------------------------------------------------------------
@@ -641,9 +656,10 @@ def case_gone(conn, rcv, subs):
     got = wait_until(lambda: [r for r in rcv.client.requests("/c5/gone")
                               if r["body"]["event_id"] == e4 and r["status"] == 200], 10)
     eq(len(got), 1, "an event after resume arrives")
+    ok, _ = wait_deliveries(conn, 10)
     seen = {r["body"]["event_id"] for r in rcv.client.requests("/c5/gone")}
-    print(f"  info events appended while disabled, delivered after resume: "
-          f"{sum(1 for e in later if e in seen)} of 2")
+    eq((ok, sum(1 for e in later if e in seen)), (True, 0),
+       "(settled, events appended while disabled that were sent after resume: dropped)")
 
 
 # ---------------------------------------------------------------------------------------
@@ -870,6 +886,58 @@ def case_lifecycle(conn, rcv, subs):
 
 
 # ---------------------------------------------------------------------------------------
+# Case 11: events appended right after create_subscription
+
+
+def case_new_subscription(conn, rcv, subs):
+    create_actions(conn, "c11.x", "c11.noise")
+    rounds, per_round = 8, 5
+    # Background appends keep the worker busy, as on a live system.
+    stop = threading.Event()
+    errors = []
+
+    def noise():
+        try:
+            with db() as c:
+                i = 0
+                while not stop.is_set():
+                    append(c, f"c11-n{i % 5}", "c11.noise", {"i": i})
+                    i += 1
+                    time.sleep(0.003)
+        except Exception as e:  # noqa: BLE001 - reported as a failed check
+            errors.append(repr(e))
+
+    thread = threading.Thread(target=noise)
+    thread.start()
+    lost, late, worst = [], [], 0.0
+    try:
+        for n in range(rounds):
+            path = f"/c11/r{n}"
+            subs.create(f"c11-r{n}", "c11.x", path)
+            appended = {}
+            for k in range(per_round):
+                eid, before = append(conn, f"c11-s{n}", "c11.x", {"k": k})
+                appended[eid] = before
+            wait_until(lambda: len(rcv.client.requests(path)) >= per_round, 3)
+            got = rcv.client.requests(path)
+            w, _, _, missing = latency_figures(got, appended)
+            worst = max(worst, w or 0.0)
+            if missing:
+                lost.append((n, len(missing)))
+            if w is not None and w >= HEALTHY_LATENCY_LIMIT:
+                late.append((n, round(w, 2)))
+    finally:
+        stop.set()
+        thread.join()
+    eq(errors, [], "background writer's errors")
+    ok, _ = wait_deliveries(conn)
+    check(not lost, f"{rounds} new subscriptions, each followed at once by {per_round} appends: "
+                    f"every event delivered (rounds with losses: {lost}, settled {ok})")
+    check(not late, f"... each within {HEALTHY_LATENCY_LIMIT:g} s (max {ms(worst)}; "
+                    f"late rounds: {late})")
+
+
+# ---------------------------------------------------------------------------------------
 
 CASES = [
     (1, "matching, exactly once, filters, batches, bodies", case_matching),
@@ -881,6 +949,7 @@ CASES = [
     (7, "private targets", case_private),
     (8, "deliver_after", case_delayed),
     (9, "replay, pause and resume", case_replay_pause),
+    (11, "events appended right after create_subscription", case_new_subscription),
     (10, "worker across DROP/CREATE EXTENSION and a reload", case_lifecycle),
 ]
 

@@ -49,6 +49,11 @@ int64_t NotBefore(const FeedEvent &event) {
     return ParseTimestamp(metadata["deliver_after"].get<std::string>(), &when) ? when : 0;
 }
 
+// When the attempt that ended at now with response began.
+int64_t StartedAt(const Response &response, int64_t now) {
+    return now - static_cast<int64_t>(response.duration_ms * 1000);
+}
+
 } // namespace
 
 struct Dispatcher::Transaction {
@@ -272,7 +277,7 @@ std::vector<Request> Dispatcher::TakeRequests(int64_t now, int64_t unix_seconds)
                 }
                 backlog_ -= take;
                 message->webhook_id = "msg_" + CompactId(message->units.front().event->event_id);
-                if (take > 1)
+                if (queue.subscription.batch_size > 1)
                     message->webhook_id += "_" + std::to_string(take);
             } else {
                 continue;
@@ -327,6 +332,8 @@ void Dispatcher::StoreUnit(Queue &queue, const Unit &unit, int64_t next_attempt_
     Message message;
     message.subscription_id = queue.subscription.id;
     message.webhook_id = "msg_" + CompactId(unit.event->event_id);
+    if (queue.subscription.batch_size > 1)
+        message.webhook_id += "_1";
     message.units.push_back(unit);
     message.stored = true;
     StoreRecord(Record(message, 0), "pending", 0, next_attempt_at);
@@ -402,7 +409,7 @@ void Dispatcher::Succeed(Queue &queue, Message &message, const Response &respons
     record["logged"] = true;
     record["status"] = response.status;
     record["duration_ms"] = response.duration_ms;
-    record["attempted_at"] = TimeJson(now);
+    record["attempted_at"] = TimeJson(StartedAt(response, now));
     if (message.stored)
         record["op"] = "delete";
     Settle(message);
@@ -430,7 +437,7 @@ void Dispatcher::Fail(Queue &queue, Message &message, const Response &response, 
         record["status"] = response.status;
     record["error"] = error;
     record["duration_ms"] = response.duration_ms;
-    record["attempted_at"] = TimeJson(now);
+    record["attempted_at"] = TimeJson(StartedAt(response, now));
     bool gone = response.status == 410;
     bool dead = gone || attempt > queue.subscription.max_retries;
     StoreRecord(record, dead ? "dead" : "pending", attempt,
