@@ -93,6 +93,10 @@ CREATE TABLE amebo.delivery_checkpoint (
     singleton  boolean     NOT NULL DEFAULT true,
     position   bigint      NOT NULL,
     slot_name  text        NOT NULL,
+    -- A catch-up after a new slot: up to which position the events table is read, and at or
+    -- below which position the slot's events are skipped (they are caught up).
+    catch_up_through  bigint NOT NULL DEFAULT 0,
+    slot_skip_through bigint NOT NULL DEFAULT 0,
     updated_at timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT delivery_checkpoint_pkey PRIMARY KEY (singleton),
     CONSTRAINT delivery_checkpoint_singleton_check CHECK (singleton)
@@ -401,6 +405,20 @@ SELECT c.slot_name, r.active, r.active_pid, r.restart_lsn, r.confirmed_flush_lsn
 FROM amebo.delivery_checkpoint c
 LEFT JOIN pg_catalog.pg_replication_slots r ON r.slot_name = c.slot_name;
 
+-- The last operation (store or delete) per message among the worker's outcomes.
+CREATE FUNCTION amebo.last_operations(outcomes jsonb)
+RETURNS TABLE (subscription_id bigint, webhook_id text, positions bigint[], op text, state text,
+               attempt integer, next_attempt_at timestamptz, status integer, error text,
+               seq integer)
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog AS $$
+    SELECT DISTINCT ON (o.subscription_id, o.webhook_id) o.*
+    FROM jsonb_to_recordset(outcomes) AS o(subscription_id bigint, webhook_id text,
+        positions bigint[], op text, state text, attempt integer,
+        next_attempt_at timestamptz, status integer, error text, seq integer)
+    WHERE o.op IS NOT NULL
+    ORDER BY o.subscription_id, o.webhook_id, o.seq DESC
+$$;
+
 -- The worker's bookkeeping, in one transaction per batch of outcomes: logs attempts, stores,
 -- updates or removes messages, records progress and the checkpoint. Called by the worker.
 CREATE FUNCTION amebo.record_deliveries(outcomes jsonb, checkpoint bigint, slot_name text)
@@ -414,9 +432,11 @@ BEGIN
         positions bigint[], attempt integer, status integer, error text,
         duration_ms double precision, attempted_at timestamptz, logged boolean)
     WHERE o.logged;
-    -- Delivered, or dead without ever being stored: drop the stored message, if any.
+    -- Only the last operation on each message counts (one batch may hold several: a copy
+    -- caught up from the events table and its stored twin, say). Delivered: drop the stored
+    -- message, if any.
     DELETE FROM amebo.deliveries d
-    USING jsonb_to_recordset(outcomes) AS o(subscription_id bigint, webhook_id text, op text)
+    USING amebo.last_operations(outcomes) o
     WHERE o.op = 'delete' AND d.subscription_id = o.subscription_id
       AND d.webhook_id = o.webhook_id;
     -- Store (or update) messages waiting for a retry or a later time, and dead ones.
@@ -424,9 +444,7 @@ BEGIN
                                        next_attempt_at, last_status, last_error)
     SELECT o.subscription_id, o.webhook_id, o.positions, o.state, o.attempt,
            o.next_attempt_at, o.status, o.error
-    FROM jsonb_to_recordset(outcomes) AS o(subscription_id bigint, webhook_id text,
-        positions bigint[], op text, state text, attempt integer,
-        next_attempt_at timestamptz, status integer, error text, seq integer)
+    FROM amebo.last_operations(outcomes) o
     WHERE o.op = 'store'
       AND EXISTS (SELECT 1 FROM amebo.subscriptions s WHERE s.id = o.subscription_id)
     ORDER BY o.seq
@@ -466,6 +484,21 @@ BEGIN
 END
 $$;
 
+-- Records the plan of the catch-up the worker starts after creating its slot (through 0:
+-- none), so that a worker restarted before the catch-up ended finishes it.
+CREATE FUNCTION amebo.plan_catch_up(slot_name text, after_position bigint,
+                                     through_position bigint, skip_through bigint)
+RETURNS void
+LANGUAGE sql SET search_path = pg_catalog AS $$
+    INSERT INTO amebo.delivery_checkpoint AS c (position, slot_name, catch_up_through,
+                                                slot_skip_through)
+    VALUES (after_position, slot_name, through_position, skip_through)
+    ON CONFLICT (singleton) DO UPDATE
+    SET position = excluded.position, slot_name = excluded.slot_name,
+        catch_up_through = excluded.catch_up_through,
+        slot_skip_through = excluded.slot_skip_through, updated_at = now()
+$$;
+
 -- Stored messages due now, at most max_messages, with their events, for the worker; an
 -- ordered subscription offers only its oldest pending message, and only when it is due.
 -- Messages in skip (in flight in the worker) are left out.
@@ -478,14 +511,14 @@ LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
         SELECT d.* FROM amebo.deliveries d JOIN amebo.subscriptions s ON s.id = d.subscription_id
         WHERE d.state = 'pending' AND s.state = 'active' AND NOT s.ordered
           AND d.next_attempt_at <= now()
-          AND NOT (d.subscription_id::text || ' ' || d.webhook_id = ANY (skip))
+          AND d.subscription_id::text || ' ' || d.webhook_id NOT IN (SELECT unnest(skip))
         UNION ALL
         SELECT first.* FROM amebo.subscriptions s
         CROSS JOIN LATERAL (SELECT * FROM amebo.deliveries d
                             WHERE d.subscription_id = s.id AND d.state = 'pending'
                             ORDER BY d.id LIMIT 1) first
         WHERE s.ordered AND s.state = 'active' AND first.next_attempt_at <= now()
-          AND NOT (first.subscription_id::text || ' ' || first.webhook_id = ANY (skip))
+          AND first.subscription_id::text || ' ' || first.webhook_id NOT IN (SELECT unnest(skip))
         ORDER BY next_attempt_at
         LIMIT max_messages
     )

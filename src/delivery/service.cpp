@@ -130,7 +130,8 @@ bool DeliveryService::Start() {
         return false;
     }
     TrustOwnOutputPlugin();
-    std::string checkpoint = worker::RunSqlValue("SELECT position FROM amebo.delivery_checkpoint");
+    auto saved = worker::RunSql("SELECT position, catch_up_through, slot_skip_through "
+                                "FROM amebo.delivery_checkpoint");
     dispatcher_ = std::make_unique<Dispatcher>(CurrentSettings());
     http_ = std::make_unique<HttpClient>(settings::max_concurrent_requests,
                                          settings::max_requests_per_subscription);
@@ -138,12 +139,18 @@ bool DeliveryService::Start() {
     skip_positions_.clear();
     checkpoint_candidates_.clear();
     confirmed_ = 0;
-    checkpoint_ = ToInt(checkpoint);
-    if (SlotExists(slot_name_.c_str())) {
+    checkpoint_ = saved.empty() ? 0 : ToInt(saved[0].at(0));
+    if (!SlotExists(slot_name_.c_str())) {
+        BeginCatchUp(saved.empty() ? -1 : checkpoint_);
+    } else if (!saved.empty() && ToInt(saved[0].at(1)) > checkpoint_) {
+        // The worker stopped during a catch-up: finish it before reading the slot.
+        catch_up_after_ = checkpoint_;
+        catch_up_through_ = ToInt(saved[0].at(1));
+        skip_through_ = ToInt(saved[0].at(2));
+        catching_up_ = true;
+    } else {
         skip_through_ = checkpoint_;
         OpenQueue(slot_name_.c_str());
-    } else {
-        BeginCatchUp(checkpoint.empty() ? -1 : checkpoint_);
     }
     active_ = true;
     return true;
@@ -166,6 +173,9 @@ void DeliveryService::BeginCatchUp(int64_t checkpoint) {
     catch_up_through_ = head;
     checkpoint_ = checkpoint;
     catching_up_ = true;
+    worker::RunSql("SELECT amebo.plan_catch_up($1, $2::bigint, $3::bigint, $4::bigint)",
+                   {slot_name_, std::to_string(checkpoint), std::to_string(head),
+                    std::to_string(skip_through_)});
     ereport(LOG, (errmsg("amebo: created replication slot \"%s\"; catching up events %lld to "
                          "%lld from the events table",
                          slot_name_.c_str(), static_cast<long long>(checkpoint + 1),
@@ -183,6 +193,8 @@ void DeliveryService::CatchUp() {
         catching_up_ = false;
         checkpoint_candidates_.push_back({skip_through_, 0});
         Record(true);
+        worker::RunSql("SELECT amebo.plan_catch_up($1, $2::bigint, 0, 0)",
+                       {slot_name_, std::to_string(checkpoint_)});
         OpenQueue(slot_name_.c_str());
         return;
     }
@@ -265,7 +277,7 @@ void DeliveryService::ReadNew() {
 // Loads stored messages that are due, and which ordered subscriptions are blocked.
 void DeliveryService::FetchDue() {
     next_due_fetch_ = now_ + kDueFetchInterval;
-    if (dispatcher_->InFlight() >= static_cast<size_t>(settings::max_concurrent_requests))
+    if (dispatcher_->StoredQueued() >= kDueBatch / 2)
         return;
     nlohmann::json skip = dispatcher_->StoredKeysInMemory();
     auto rows = worker::RunSql(
@@ -284,6 +296,9 @@ void DeliveryService::FetchDue() {
         message.attempts = std::stoi(row.at(2));
         message.events.push_back(EventFromRow(row, 4));
     }
+    // A full batch means more are due: fetch again as soon as these are on their way.
+    if (messages.size() >= static_cast<size_t>(kDueBatch))
+        next_due_fetch_ = now_;
     for (auto &[id, message] : messages)
         dispatcher_->AddStored(std::move(message));
     std::vector<int64_t> blocked;

@@ -82,7 +82,8 @@ struct Dispatcher::Queue {
     std::deque<Unit> waiting;
     std::deque<std::unique_ptr<Message>> stored_waiting;
     int in_flight = 0;
-    bool blocked = false; // ordered, with stored pending messages: new events queue behind
+    bool blocked = false;      // ordered, with stored pending messages: new events queue behind
+    int64_t last_finished = 0; // when a request of this subscription last ended
 };
 
 Dispatcher::Dispatcher(DispatchSettings settings)
@@ -257,9 +258,8 @@ std::vector<Request> Dispatcher::TakeRequests(int64_t now, int64_t unix_seconds)
             Queue &queue = *it->second;
             if (++it == queues_.end())
                 it = queues_.begin();
-            size_t limit = queue.subscription.ordered ? 1 : settings_.max_requests_per_subscription;
             if (queue.subscription.state != "active" ||
-                static_cast<size_t>(queue.in_flight) >= limit)
+                static_cast<size_t>(queue.in_flight) >= Limit(queue.subscription))
                 continue;
             std::unique_ptr<Message> message;
             if (!queue.stored_waiting.empty()) {
@@ -367,10 +367,31 @@ void Dispatcher::StoreHeld(int64_t now) {
             StoreUnits(queue, now);
         }
     }
-    for (auto &[id, queue] : queues_)
-        if (!queue->waiting.empty() && (now - queue->waiting.front().queued_at >= hold ||
-                                        queue->subscription.state != "active"))
+    // Waiting events are stored only when their subscription is stuck: all its requests
+    // (or all requests) in flight and none ended for the hold time. A busy subscription
+    // that keeps answering keeps its events in memory, however long the line.
+    for (auto &[id, queue] : queues_) {
+        if (queue->waiting.empty())
+            continue;
+        bool full = static_cast<size_t>(queue->in_flight) >= Limit(queue->subscription) ||
+                    in_flight_.size() >= settings_.max_requests;
+        bool stuck = full && now - queue->last_finished >= hold &&
+                     now - queue->waiting.front().queued_at >= hold;
+        if (stuck || queue->subscription.state != "active")
             StoreUnits(*queue, now);
+    }
+}
+
+size_t Dispatcher::StoredQueued() const {
+    size_t count = 0;
+    for (const auto &[id, queue] : queues_)
+        count += queue->stored_waiting.size();
+    return count;
+}
+
+// Requests a subscription may have in flight.
+size_t Dispatcher::Limit(const Subscription &subscription) const {
+    return subscription.ordered ? 1 : settings_.max_requests_per_subscription;
 }
 
 int64_t Dispatcher::NextDeadline(int64_t now) const {
@@ -465,6 +486,7 @@ void Dispatcher::Finish(const Response &response, int64_t now) {
         return;
     }
     queue->second->in_flight--;
+    queue->second->last_finished = now;
     if (response.error.empty() && response.status >= 200 && response.status <= 299)
         Succeed(*queue->second, *message, response, now);
     else

@@ -137,6 +137,9 @@ class Dispatcher {
     // Requests in flight.
     size_t InFlight() const { return in_flight_.size(); }
 
+    // Stored messages loaded and waiting to be sent.
+    size_t StoredQueued() const;
+
     // True when every transaction added so far is handled.
     bool Settled() const { return transactions_.empty() && open_ == nullptr; }
 
@@ -162,6 +165,7 @@ class Dispatcher {
     void Advance();
     void Send(Queue &queue, std::unique_ptr<Message> message, int64_t now, int64_t unix_seconds,
               std::vector<Request> *requests);
+    size_t Limit(const Subscription &subscription) const;
     bool Matches(const Subscription &subscription, const FeedEvent &event,
                  std::optional<nlohmann::json> &payload) const;
     int64_t RetryAt(int attempt, const Response &response, int64_t now);
