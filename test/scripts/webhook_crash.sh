@@ -46,6 +46,11 @@ for _ in $(seq 100); do
     [ -s "$TEST_WORK/receiver.port" ] && break
     sleep 0.1
 done
+if [ ! -s "$TEST_WORK/receiver.port" ]; then
+    echo "the receiver did not start:" >&2
+    cat "$TEST_WORK/receiver.out" >&2
+    exit 1
+fi
 receiver_port=$(cat "$TEST_WORK/receiver.port")
 
 status=0

@@ -237,8 +237,28 @@ def setup(conn):
                      (name, pattern, args.receiver_url + path))
 
 
-# Appends everything with a crash half-way; returns (appenders, children killed, seconds
-# from the end of the appends until delivery had drained).
+# Prints the delivery state (after a failure).
+def show_state(conn):
+    queries = {
+        "status": "SELECT * FROM amebo.subscription_status",
+        "queue": "SELECT * FROM amebo.delivery_queue",
+        "worker": "SELECT * FROM amebo.worker_status()",
+        "stored": "SELECT subscription_id, state, attempts, last_status, last_error, "
+                  "min(next_attempt_at), max(next_attempt_at), count(*) "
+                  "FROM amebo.deliveries GROUP BY 1, 2, 3, 4, 5 ORDER BY 8 DESC LIMIT 10",
+        "log": "SELECT subscription_id, status, error, count(*), max(attempted_at) "
+               "FROM amebo.delivery_log GROUP BY 1, 2, 3 ORDER BY 4 DESC LIMIT 10",
+    }
+    for name, sql in queries.items():
+        try:
+            for row in conn.execute(sql).fetchall():
+                print(f"{name}: {row}")
+        except psycopg.Error as exc:
+            print(f"{name}: {exc}")
+
+
+# Appends everything with a crash half-way; returns (appenders, seconds from the end of
+# the appends until delivery had drained).
 def run_load(receiver):
     progress = Progress()
     per_client = [args.events // args.clients + (1 if i < args.events % args.clients else 0)
@@ -246,11 +266,14 @@ def run_load(receiver):
     appenders = [Appender(i, n, progress) for i, n in enumerate(per_client)]
     for a in appenders:
         a.start()
+    # The crash point: half the events appended (and some delivered, so delivery runs).
     deadline = time.monotonic() + 60
     while progress.value < args.events // 2 or receiver.stats()["count"] < 100:
         if time.monotonic() > deadline or not any(a.is_alive() for a in appenders):
             raise RuntimeError(f"no crash point reached: {progress.value} appended, "
                                f"{receiver.stats()['count']} received")
+        while progress.value < args.events // 2 and time.monotonic() < deadline:
+            time.sleep(0.005)  # no receiver calls meanwhile: it is busy enough
         time.sleep(0.01)
     received = receiver.stats()["count"]
     killed = kill_server()
@@ -274,9 +297,7 @@ def run_load(receiver):
         drain = time.monotonic() - appended_at
         if not drained:
             fail(f"delivery did not drain in {args.drain_timeout} s")
-            for row in conn.execute("SELECT * FROM amebo.subscription_status").fetchall():
-                print(f"status: {row}")
-            print(f"queue: {conn.execute('SELECT * FROM amebo.delivery_queue').fetchall()}")
+            show_state(conn)
     return appenders, drain
 
 
