@@ -530,6 +530,16 @@ LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
     ORDER BY d.id, p.n
 $$;
 
+-- When the next pending message of an active subscription is due, leaving out those in
+-- skip (in the worker's memory), in microseconds since 2000-01-01 UTC; NULL when none.
+CREATE FUNCTION amebo.next_due_at(skip text[]) RETURNS bigint
+LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
+    SELECT ((extract(epoch FROM min(d.next_attempt_at)) - 946684800) * 1000000)::bigint
+    FROM amebo.deliveries d JOIN amebo.subscriptions s ON s.id = d.subscription_id
+    WHERE d.state = 'pending' AND s.state = 'active'
+      AND d.subscription_id::text || ' ' || d.webhook_id NOT IN (SELECT unnest(skip))
+$$;
+
 -- Ordered subscriptions with pending messages: their new events queue behind them.
 CREATE FUNCTION amebo.blocked_subscriptions() RETURNS SETOF bigint
 LANGUAGE sql STABLE SET search_path = pg_catalog AS $$

@@ -222,7 +222,8 @@ SELECT name, pending, dead FROM amebo.subscription_status WHERE name = 'everythi
 -- event's webhook id; a message stored already is made pending again rather than doubled.
 SELECT amebo.update_subscription('shop', 'eu-orders', action => 'order.*', filter => '{"region": "eu"}');
 SELECT amebo.replay_subscription('shop', 'eu-orders', :before_position::bigint) AS queued;
-SELECT e.stream, e.action, d.state, d.attempts, d.webhook_id = 'msg_' || replace(e.event_id::text, '-', '') AS event_webhook_id
+SELECT e.stream, e.action, d.state, d.attempts, d.webhook_id = 'msg_' || replace(e.event_id::text, '-', '')
+       || CASE WHEN s.batch_size > 1 THEN '_1' ELSE '' END AS event_webhook_id
 FROM amebo.deliveries d JOIN amebo.subscriptions s ON s.id = d.subscription_id
 JOIN amebo.events e ON e.position = ALL (d.positions)
 WHERE s.name = 'eu-orders' ORDER BY e.position;

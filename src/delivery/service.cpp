@@ -38,7 +38,7 @@ constexpr int kDueBatch = 500;
 constexpr int64_t kStartRetry = 5 * 1000000L;
 constexpr int64_t kStopPause = 1000000L;
 constexpr int64_t kSubscriptionReload = 5 * 1000000L;
-constexpr int64_t kDueFetchInterval = 250 * 1000L;
+constexpr int64_t kIdleDueFetch = 5 * 1000000L;
 constexpr int64_t kRecordInterval = 20 * 1000L;
 constexpr int64_t kCheckpointInterval = 200 * 1000L;
 constexpr int64_t kPruneInterval = 60 * 1000000L;
@@ -130,6 +130,8 @@ bool DeliveryService::Start() {
         return false;
     }
     TrustOwnOutputPlugin();
+    extension_ = worker::RunSqlValue(
+        "SELECT oid FROM pg_catalog.pg_extension WHERE extname = 'amebo'");
     auto saved = worker::RunSql("SELECT position, catch_up_through, slot_skip_through "
                                 "FROM amebo.delivery_checkpoint");
     dispatcher_ = std::make_unique<Dispatcher>(CurrentSettings());
@@ -140,6 +142,10 @@ bool DeliveryService::Start() {
     checkpoint_candidates_.clear();
     confirmed_ = 0;
     checkpoint_ = saved.empty() ? 0 : ToInt(saved[0].at(0));
+    if (saved.empty() && SlotExists(slot_name_.c_str())) {
+        // A slot without a checkpoint is left from an earlier installation of amebo.
+        worker::RunSql("SELECT pg_catalog.pg_drop_replication_slot($1)", {slot_name_});
+    }
     if (!SlotExists(slot_name_.c_str())) {
         BeginCatchUp(saved.empty() ? -1 : checkpoint_);
     } else if (!saved.empty() && ToInt(saved[0].at(1)) > checkpoint_) {
@@ -223,6 +229,14 @@ void DeliveryService::CatchUp() {
 void DeliveryService::LoadSubscriptions() {
     next_subscription_load_ = now_ + kSubscriptionReload;
     loaded_changes_ = worker::SubscriptionChanges();
+    std::string extension = worker::RunSqlValue(
+        "SELECT oid FROM pg_catalog.pg_extension WHERE extname = 'amebo'");
+    if (extension != extension_)
+        pg::Call([] {
+            ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                            errmsg("amebo was dropped or created again; webhook delivery "
+                                   "starts over")));
+        });
     auto rows = worker::RunSql(
         "SELECT s.id, s.action, s.handler, a.secret, s.max_retries, "
         "coalesce(s.filter::text, ''), s.ordered, s.batch_size, s.start_position, s.state "
@@ -276,7 +290,7 @@ void DeliveryService::ReadNew() {
 
 // Loads stored messages that are due, and which ordered subscriptions are blocked.
 void DeliveryService::FetchDue() {
-    next_due_fetch_ = now_ + kDueFetchInterval;
+    next_due_fetch_ = now_ + kIdleDueFetch;
     if (dispatcher_->StoredQueued() >= kDueBatch / 2)
         return;
     nlohmann::json skip = dispatcher_->StoredKeysInMemory();
@@ -301,10 +315,19 @@ void DeliveryService::FetchDue() {
         next_due_fetch_ = now_;
     for (auto &[id, message] : messages)
         dispatcher_->AddStored(std::move(message));
+    // Which ordered subscriptions are blocked, and when the next stored message is due.
+    skip = dispatcher_->StoredKeysInMemory();
+    auto schedule = worker::RunSql(
+        "SELECT (SELECT pg_catalog.array_to_json(pg_catalog.array_agg(b))::text "
+        "        FROM amebo.blocked_subscriptions() b), "
+        "amebo.next_due_at(ARRAY(SELECT pg_catalog.jsonb_array_elements_text($1::jsonb)))",
+        {skip.dump()});
     std::vector<int64_t> blocked;
-    for (const auto &row : worker::RunSql("SELECT amebo.blocked_subscriptions()"))
-        blocked.push_back(std::stoll(row.at(0)));
+    if (!schedule.at(0).at(0).empty())
+        blocked = nlohmann::json::parse(schedule[0][0]).get<std::vector<int64_t>>();
     dispatcher_->SetBlocked(blocked);
+    if (!schedule[0].at(1).empty())
+        next_due_fetch_ = std::min(next_due_fetch_, std::max(now_, ToInt(schedule[0][1])));
 }
 
 // Writes outcomes and the checkpoint when due (or forced), then confirms the queue.
@@ -318,6 +341,11 @@ void DeliveryService::Record(bool force) {
             break;
         checkpoint = std::max(checkpoint, position);
         usable++;
+    }
+    if (checkpoint <= checkpoint_) { // nothing new to write: forget them
+        checkpoint_candidates_.erase(checkpoint_candidates_.begin(),
+                                     checkpoint_candidates_.begin() + usable);
+        usable = 0;
     }
     bool records_due = dispatcher_->HasRecords() && now_ - last_record_ >= kRecordInterval;
     bool checkpoint_due = checkpoint > checkpoint_ && now_ - last_record_ >= kCheckpointInterval;
@@ -335,6 +363,7 @@ void DeliveryService::Record(bool force) {
                                            : std::nullopt,
          slot_name_});
     dispatcher_->RecordsCommitted();
+    next_due_fetch_ = std::min(next_due_fetch_, dispatcher_->TakeEarliestRetry());
     checkpoint_ = std::max(checkpoint_, checkpoint);
     last_record_ = now_;
     if (!catching_up_ && !rows.empty() && checkpoint_candidates_.size() < 10000)

@@ -54,6 +54,7 @@ class DeliveryService : private QueueSink {
     std::unique_ptr<Dispatcher> dispatcher_;
     std::unique_ptr<HttpClient> http_;
     std::string slot_name_;
+    std::string extension_; // the OID of the amebo extension delivery started with
     bool active_ = false;
     int64_t next_start_check_ = 0;
     bool catching_up_ = false;

@@ -7,6 +7,7 @@
 #include "core/delivery/dispatcher.hpp"
 
 #include <algorithm>
+#include <climits>
 #include <utility>
 
 #include "core/delivery/envelope.hpp"
@@ -197,6 +198,9 @@ void Dispatcher::AddStored(StoredMessage stored) {
     for (const auto &message : queue.stored_waiting)
         if (message->webhook_id == stored.webhook_id)
             return;
+    std::string key = std::to_string(stored.subscription_id) + " " + stored.webhook_id;
+    if (unrecorded_keys_.count(key) > 0 || recording_keys_.count(key) > 0)
+        return;
     auto message = std::make_unique<Message>();
     message->subscription_id = stored.subscription_id;
     message->webhook_id = std::move(stored.webhook_id);
@@ -216,6 +220,8 @@ std::vector<std::string> Dispatcher::StoredKeysInMemory() const {
     for (const auto &[id, queue] : queues_)
         for (const auto &message : queue->stored_waiting)
             keys.push_back(std::to_string(id) + " " + message->webhook_id);
+    keys.insert(keys.end(), unrecorded_keys_.begin(), unrecorded_keys_.end());
+    keys.insert(keys.end(), recording_keys_.begin(), recording_keys_.end());
     return keys;
 }
 
@@ -308,9 +314,19 @@ nlohmann::json &Dispatcher::Record(const Message &message, int attempt) {
 void Dispatcher::StoreRecord(nlohmann::json &record, const std::string &state, int attempts,
                              int64_t next_attempt_at) {
     record["op"] = "store";
+    unrecorded_keys_.insert(record["subscription_id"].dump() + " " +
+                            record["webhook_id"].get<std::string>());
     record["state"] = state;
     record["attempt"] = attempts;
     record["next_attempt_at"] = TimeJson(next_attempt_at);
+    if (state == "pending")
+        earliest_retry_ = std::min(earliest_retry_, next_attempt_at);
+}
+
+int64_t Dispatcher::TakeEarliestRetry() {
+    int64_t earliest = earliest_retry_;
+    earliest_retry_ = INT64_MAX;
+    return earliest;
 }
 
 // The message's units count as handled once the next records commit.
@@ -431,8 +447,11 @@ void Dispatcher::Succeed(Queue &queue, Message &message, const Response &respons
     record["status"] = response.status;
     record["duration_ms"] = response.duration_ms;
     record["attempted_at"] = TimeJson(StartedAt(response, now));
-    if (message.stored)
+    if (message.stored) {
         record["op"] = "delete";
+        unrecorded_keys_.insert(std::to_string(message.subscription_id) + " " +
+                                message.webhook_id);
+    }
     Settle(message);
     (void)queue;
 }
@@ -498,6 +517,8 @@ std::string Dispatcher::TakeRecords() {
     records_ = nlohmann::json::array();
     recording_.insert(recording_.end(), settling_.begin(), settling_.end());
     settling_.clear();
+    recording_keys_.insert(unrecorded_keys_.begin(), unrecorded_keys_.end());
+    unrecorded_keys_.clear();
     return text;
 }
 
@@ -505,6 +526,7 @@ void Dispatcher::RecordsCommitted() {
     for (Transaction *transaction : recording_)
         transaction->open_units--;
     recording_.clear();
+    recording_keys_.clear();
     Advance();
 }
 

@@ -4,6 +4,7 @@
 // Pure C++: the worker feeds it events and HTTP results and does the I/O.
 #pragma once
 
+#include <climits>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -140,6 +141,10 @@ class Dispatcher {
     // Stored messages loaded and waiting to be sent.
     size_t StoredQueued() const;
 
+    // The earliest next attempt among pending messages stored since the last call, or
+    // INT64_MAX.
+    int64_t TakeEarliestRetry();
+
     // True when every transaction added so far is handled.
     bool Settled() const { return transactions_.empty() && open_ == nullptr; }
 
@@ -182,6 +187,11 @@ class Dispatcher {
     std::vector<Transaction *> settling_;  // units handled once the next records commit
     std::vector<Transaction *> recording_; // units handled once the records taken commit
     uint64_t confirmable_ = 0;
+    // "subscription_id webhook_id" of messages whose stored row changes with records not yet
+    // committed: the row in the table is stale, so it must not be fetched again meanwhile.
+    std::set<std::string> unrecorded_keys_;
+    std::set<std::string> recording_keys_;
+    int64_t earliest_retry_ = INT64_MAX;
     uint64_t next_tag_ = 1;
     uint64_t read_up_to_ = 0;
     int record_seq_ = 0;
