@@ -24,6 +24,7 @@ run_step() {
 
 run_step "format (.clang-format)" "make -s format-check"
 run_step "unit tests (pure C++)" "make -s unit"
+run_step "webhook receiver self-test" "bash test/lib/receiver_selftest.sh"
 run_step "pg_regress and isolation" \
     "make -s installcheck || { cat regression.diffs test/isolation/regression.diffs 2>/dev/null; exit 1; }"
 for script in test/scripts/*.sh; do
