@@ -405,75 +405,74 @@ SELECT c.slot_name, r.active, r.active_pid, r.restart_lsn, r.confirmed_flush_lsn
 FROM amebo.delivery_checkpoint c
 LEFT JOIN pg_catalog.pg_replication_slots r ON r.slot_name = c.slot_name;
 
--- The last operation (store or delete) per message among the worker's outcomes.
-CREATE FUNCTION amebo.last_operations(outcomes jsonb)
-RETURNS TABLE (subscription_id bigint, webhook_id text, positions bigint[], op text, state text,
-               attempt integer, next_attempt_at timestamptz, status integer, error text,
-               seq integer)
-LANGUAGE sql IMMUTABLE SET search_path = pg_catalog AS $$
-    SELECT DISTINCT ON (o.subscription_id, o.webhook_id) o.*
-    FROM jsonb_to_recordset(outcomes) AS o(subscription_id bigint, webhook_id text,
-        positions bigint[], op text, state text, attempt integer,
-        next_attempt_at timestamptz, status integer, error text, seq integer)
-    WHERE o.op IS NOT NULL
-    ORDER BY o.subscription_id, o.webhook_id, o.seq DESC
-$$;
-
 -- The worker's bookkeeping, in one transaction per batch of outcomes: logs attempts, stores,
--- updates or removes messages, records progress and the checkpoint. Called by the worker.
+-- updates or removes messages, disables subscriptions that answered 410, records progress and
+-- the checkpoint. outcomes: {"log": [attempt...], "operations": [the last store or delete per
+-- message], "disable": [subscription id...], "subscriptions": [every id touched]}. Called by
+-- the worker.
 CREATE FUNCTION amebo.record_deliveries(outcomes jsonb, checkpoint bigint, slot_name text)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog AS $$
 BEGIN
-    INSERT INTO amebo.delivery_log
-    SELECT o.subscription_id, o.webhook_id, o.positions, o.attempt, o.status, o.error,
-           o.duration_ms, o.attempted_at
-    FROM jsonb_to_recordset(outcomes) AS o(subscription_id bigint, webhook_id text,
-        positions bigint[], attempt integer, status integer, error text,
-        duration_ms double precision, attempted_at timestamptz, logged boolean)
-    WHERE o.logged;
-    -- Only the last operation on each message counts (one batch may hold several: a copy
-    -- caught up from the events table and its stored twin, say). Delivered: drop the stored
-    -- message, if any.
-    DELETE FROM amebo.deliveries d
-    USING amebo.last_operations(outcomes) o
-    WHERE o.op = 'delete' AND d.subscription_id = o.subscription_id
-      AND d.webhook_id = o.webhook_id;
-    -- Store (or update) messages waiting for a retry or a later time, and dead ones.
-    INSERT INTO amebo.deliveries AS d (subscription_id, webhook_id, positions, state, attempts,
-                                       next_attempt_at, last_status, last_error)
-    SELECT o.subscription_id, o.webhook_id, o.positions, o.state, o.attempt,
-           o.next_attempt_at, o.status, o.error
-    FROM amebo.last_operations(outcomes) o
-    WHERE o.op = 'store'
-      AND EXISTS (SELECT 1 FROM amebo.subscriptions s WHERE s.id = o.subscription_id)
-    ORDER BY o.seq
-    ON CONFLICT (subscription_id, webhook_id) DO UPDATE
-    SET state = excluded.state, attempts = excluded.attempts,
-        next_attempt_at = excluded.next_attempt_at, last_status = excluded.last_status,
-        last_error = excluded.last_error, updated_at = now();
+    -- Subscriptions dropped meanwhile are skipped; those touched stay until commit.
+    PERFORM 1 FROM amebo.subscriptions s
+    WHERE s.id IN (SELECT x::text::bigint FROM jsonb_array_elements(outcomes->'subscriptions') x)
+    FOR KEY SHARE;
+    IF jsonb_array_length(outcomes->'log') > 0 THEN
+        INSERT INTO amebo.delivery_log
+        SELECT o.subscription_id, o.webhook_id, o.positions, o.attempt, o.status, o.error,
+               o.duration_ms, o.attempted_at
+        FROM jsonb_to_recordset(outcomes->'log') AS o(subscription_id bigint, webhook_id text,
+            positions bigint[], attempt integer, status integer, error text,
+            duration_ms double precision, attempted_at timestamptz);
+        INSERT INTO amebo.subscription_progress AS p (subscription_id, delivered,
+                                                      last_success_at, last_error, last_error_at)
+        SELECT o.subscription_id, count(*) FILTER (WHERE o.status BETWEEN 200 AND 299),
+               max(o.attempted_at) FILTER (WHERE o.status BETWEEN 200 AND 299),
+               (array_agg(o.error ORDER BY o.attempted_at DESC)
+                   FILTER (WHERE o.error IS NOT NULL))[1],
+               max(o.attempted_at) FILTER (WHERE o.error IS NOT NULL)
+        FROM jsonb_to_recordset(outcomes->'log') AS o(subscription_id bigint, status integer,
+                                                      error text, attempted_at timestamptz)
+        WHERE EXISTS (SELECT 1 FROM amebo.subscriptions s WHERE s.id = o.subscription_id)
+        GROUP BY o.subscription_id
+        ON CONFLICT (subscription_id) DO UPDATE
+        SET delivered = p.delivered + excluded.delivered,
+            last_success_at = coalesce(excluded.last_success_at, p.last_success_at),
+            last_error = coalesce(excluded.last_error, p.last_error),
+            last_error_at = coalesce(excluded.last_error_at, p.last_error_at);
+    END IF;
+    IF jsonb_array_length(outcomes->'operations') > 0 THEN
+        -- Delivered: drop the stored message, if any.
+        DELETE FROM amebo.deliveries d
+        USING jsonb_to_recordset(outcomes->'operations') AS o(subscription_id bigint,
+                                                              webhook_id text, op text)
+        WHERE o.op = 'delete' AND d.subscription_id = o.subscription_id
+          AND d.webhook_id = o.webhook_id;
+        -- Store (or update) messages waiting for a retry or a later time, and dead ones.
+        INSERT INTO amebo.deliveries AS d (subscription_id, webhook_id, positions, state,
+                                           attempts, next_attempt_at, last_status, last_error)
+        SELECT o.subscription_id, o.webhook_id, o.positions, o.state, o.attempt,
+               o.next_attempt_at, o.status, o.error
+        FROM jsonb_to_recordset(outcomes->'operations') AS o(subscription_id bigint,
+            webhook_id text, positions bigint[], op text, state text, attempt integer,
+            next_attempt_at timestamptz, status integer, error text, seq integer)
+        WHERE o.op = 'store'
+          AND EXISTS (SELECT 1 FROM amebo.subscriptions s WHERE s.id = o.subscription_id)
+        ORDER BY o.seq
+        ON CONFLICT (subscription_id, webhook_id) DO UPDATE
+        SET state = excluded.state, attempts = excluded.attempts,
+            next_attempt_at = excluded.next_attempt_at, last_status = excluded.last_status,
+            last_error = excluded.last_error, updated_at = now();
+    END IF;
     -- A 410 Gone disables the subscription.
-    UPDATE amebo.subscriptions s
-    SET state = 'disabled', disabled_reason = o.error, updated_at = now()
-    FROM jsonb_to_recordset(outcomes) AS o(subscription_id bigint, op text, error text,
-                                           disable boolean)
-    WHERE o.disable AND s.id = o.subscription_id AND s.state = 'active';
-    INSERT INTO amebo.subscription_progress AS p (subscription_id, delivered, last_success_at,
-                                                  last_error, last_error_at)
-    SELECT o.subscription_id, count(*) FILTER (WHERE o.status BETWEEN 200 AND 299),
-           max(o.attempted_at) FILTER (WHERE o.status BETWEEN 200 AND 299),
-           (array_agg(o.error ORDER BY o.attempted_at DESC)
-               FILTER (WHERE o.error IS NOT NULL))[1],
-           max(o.attempted_at) FILTER (WHERE o.error IS NOT NULL)
-    FROM jsonb_to_recordset(outcomes) AS o(subscription_id bigint, status integer, error text,
-                                           attempted_at timestamptz, logged boolean)
-    WHERE o.logged AND EXISTS (SELECT 1 FROM amebo.subscriptions s WHERE s.id = o.subscription_id)
-    GROUP BY o.subscription_id
-    ON CONFLICT (subscription_id) DO UPDATE
-    SET delivered = p.delivered + excluded.delivered,
-        last_success_at = coalesce(excluded.last_success_at, p.last_success_at),
-        last_error = coalesce(excluded.last_error, p.last_error),
-        last_error_at = coalesce(excluded.last_error_at, p.last_error_at);
+    IF jsonb_array_length(outcomes->'disable') > 0 THEN
+        UPDATE amebo.subscriptions s
+        SET state = 'disabled', updated_at = now(),
+            disabled_reason = 'the handler answered 410 Gone'
+        WHERE s.id IN (SELECT x::text::bigint FROM jsonb_array_elements(outcomes->'disable') x)
+          AND s.state = 'active';
+    END IF;
     IF checkpoint IS NOT NULL THEN
         INSERT INTO amebo.delivery_checkpoint AS c (position, slot_name)
         VALUES (checkpoint, slot_name)

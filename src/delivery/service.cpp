@@ -286,6 +286,7 @@ void DeliveryService::ReadNew() {
         LoadSubscriptions();
     uint64_t end = ReadQueue(this, kReadBatch, flushed);
     dispatcher_->ReadUpTo(end);
+    more_to_read_ = end < flushed;
 }
 
 // Loads stored messages that are due, and which ordered subscriptions are blocked.
@@ -437,7 +438,8 @@ bool DeliveryService::Wait(long timeout_ms) {
     if (checkpoint_candidates_.size() > 0)
         shorten(last_record_ + kCheckpointInterval);
     shorten(next_due_fetch_);
-    if (catching_up_ && dispatcher_->Settled())
+    if ((catching_up_ && dispatcher_->Settled()) ||
+        (more_to_read_ && dispatcher_->Backlog() < kMaxBacklog))
         timeout_ms = 0;
     WaitOutcome outcome = http_->Wait(timeout_ms);
     int64_t finished_at = Now();

@@ -63,6 +63,7 @@ class DeliveryService : private QueueSink {
     std::unordered_set<int64_t> skip_positions_; // caught up from the table, also in the slot
     int64_t skip_through_ = 0;
     uint64_t confirmed_ = 0;
+    bool more_to_read_ = false; // the last read stopped before the flushed end of WAL
     // (position every event at or below is committed, WAL insert position) when measured.
     std::deque<std::pair<int64_t, uint64_t>> checkpoint_candidates_;
     int64_t checkpoint_ = 0;

@@ -513,7 +513,29 @@ void Dispatcher::Finish(const Response &response, int64_t now) {
 }
 
 std::string Dispatcher::TakeRecords() {
-    std::string text = records_.dump();
+    // Attempts to log, the last operation on each stored message, subscriptions to disable.
+    nlohmann::json log = nlohmann::json::array();
+    std::map<std::string, nlohmann::json> last_operations;
+    std::set<int64_t> touched;
+    nlohmann::json disable = nlohmann::json::array();
+    for (auto &record : records_) {
+        touched.insert(record["subscription_id"].get<int64_t>());
+        if (record.value("disable", false))
+            disable.push_back(record["subscription_id"]);
+        if (record.contains("op"))
+            last_operations[record["subscription_id"].dump() + " " +
+                            record["webhook_id"].get<std::string>()] = record;
+        if (record["logged"].get<bool>())
+            log.push_back(std::move(record));
+    }
+    nlohmann::json operations = nlohmann::json::array();
+    for (auto &[key, record] : last_operations)
+        operations.push_back(std::move(record));
+    std::string text = nlohmann::json{{"log", std::move(log)},
+                                      {"operations", std::move(operations)},
+                                      {"disable", std::move(disable)},
+                                      {"subscriptions", touched}}
+                           .dump();
     records_ = nlohmann::json::array();
     recording_.insert(recording_.end(), settling_.begin(), settling_.end());
     settling_.clear();

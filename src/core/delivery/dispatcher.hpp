@@ -119,8 +119,9 @@ class Dispatcher {
     // True when outcomes wait to be written down.
     bool HasRecords() const { return !records_.empty() || !settling_.empty(); }
 
-    // The outcomes as a JSON array for amebo.record_deliveries(); moves them to "being
-    // recorded".
+    // The outcomes as a JSON object for amebo.record_deliveries() ({"log": attempts,
+    // "operations": the last store or delete per message, "disable": subscription ids,
+    // "subscriptions": every id touched}); moves them to "being recorded".
     std::string TakeRecords();
 
     // The last TakeRecords() batch is durable: its messages count as handled.
