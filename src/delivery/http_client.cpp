@@ -119,6 +119,7 @@ struct Transfer {
 // What curl asked the application to watch for it: sockets and one timer.
 struct Watch {
     std::map<curl_socket_t, int> sockets;   // socket -> CURL_POLL_IN, _OUT or _INOUT
+    uint64_t generation = 0;                // counts sockets added and removed
     std::optional<Clock::time_point> timer; // when curl wants CURL_SOCKET_TIMEOUT
     char callback_error[kCallbackErrorSize] = {};
 };
@@ -232,10 +233,19 @@ size_t ReadHeader(char *buffer, size_t size, size_t nitems, void *userdata) {
 int WatchSocket(CURL *easy, curl_socket_t socket, int what, void *clientp, void *socketp) {
     auto *watch = static_cast<Watch *>(clientp);
     try {
-        if (what == CURL_POLL_REMOVE)
+        if (what == CURL_POLL_REMOVE) {
             watch->sockets.erase(socket);
-        else
-            watch->sockets[socket] = what;
+            watch->generation++;
+        } else if (watch->sockets.emplace(socket, what).second) {
+            watch->generation++;
+        } else {
+            // Sockets curl does not want polled are left out of the wait set: going to or
+            // from that state changes which sockets the set holds.
+            int &wanted = watch->sockets[socket];
+            if ((wanted == CURL_POLL_NONE) != (what == CURL_POLL_NONE))
+                watch->generation++;
+            wanted = what;
+        }
         return 0;
     } catch (...) {
         RecordCallbackError(watch->callback_error);
@@ -415,26 +425,63 @@ int SelectFlags(uint32 events) {
     return flags;
 }
 
-// The PostgreSQL side of a wait; call only through pg::Call. Builds a fresh set of the latch,
-// postmaster death (exits the process) and the sockets, because PostgreSQL 15 cannot remove
-// a socket from a set; waits; frees the set, also when an error is raised.
-int WaitOnSet(const SocketInterest *sockets, int nsockets, long timeout_ms, WaitEvent *occurred,
-              int noccurred) {
-    WaitEventSet *set = CreateWaitEventSet(CurrentMemoryContext, nsockets + 2);
-    volatile int count = 0;
+// The wait set of the latch, postmaster death and curl's sockets, kept between waits: it is
+// built again only when curl adds or removes a socket (PostgreSQL 15 cannot remove a socket
+// from a set, and a closed socket's number may come back for a new one); a change of the
+// events wanted on a socket is applied in place. Plain data for the PostgreSQL side.
+struct CachedSet {
+    WaitEventSet *set = nullptr;
+    uint64_t generation = 0;
+    int first_socket = 0;       // position of the first socket's event in the set
+    std::vector<uint32> events; // the events each socket's position waits for
+};
+
+// Frees the cached set (PostgreSQL side).
+void FreeCachedSet(CachedSet *cached) {
+    if (cached->set != nullptr)
+        FreeWaitEventSet(cached->set);
+    cached->set = nullptr;
+}
+
+// Builds the set for sockets (PostgreSQL side); on an error the set is freed.
+void BuildCachedSet(CachedSet *cached, const SocketInterest *sockets, int nsockets,
+                    uint64_t generation) {
+    FreeCachedSet(cached);
+    cached->set = CreateWaitEventSet(TopMemoryContext, nsockets + 2);
     PG_TRY();
     {
-        AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, nullptr);
+        AddWaitEventToSet(cached->set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, nullptr);
         if (IsUnderPostmaster)
-            AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, nullptr, nullptr);
+            AddWaitEventToSet(cached->set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, nullptr, nullptr);
+        cached->first_socket = IsUnderPostmaster ? 2 : 1;
         for (int i = 0; i < nsockets; i++)
-            AddWaitEventToSet(set, sockets[i].events, sockets[i].socket, nullptr, nullptr);
-        count = WaitEventSetWait(set, timeout_ms, occurred, noccurred, PG_WAIT_EXTENSION);
+            AddWaitEventToSet(cached->set, sockets[i].events, sockets[i].socket, nullptr, nullptr);
     }
-    PG_FINALLY();
-    { FreeWaitEventSet(set); }
+    PG_CATCH();
+    {
+        FreeCachedSet(cached);
+        PG_RE_THROW();
+    }
     PG_END_TRY();
-    return count;
+    cached->events.assign(nsockets, 0);
+    for (int i = 0; i < nsockets; i++)
+        cached->events[i] = sockets[i].events;
+    cached->generation = generation;
+}
+
+// The PostgreSQL side of a wait; call only through pg::Call. Reuses the cached set when the
+// sockets are the same ones, updating the events wanted; waits.
+int WaitOnSet(CachedSet *cached, uint64_t generation, const SocketInterest *sockets, int nsockets,
+              long timeout_ms, WaitEvent *occurred, int noccurred) {
+    if (cached->set == nullptr || cached->generation != generation ||
+        static_cast<int>(cached->events.size()) != nsockets)
+        BuildCachedSet(cached, sockets, nsockets, generation);
+    for (int i = 0; i < nsockets; i++)
+        if (cached->events[i] != sockets[i].events) {
+            ModifyWaitEvent(cached->set, cached->first_socket + i, sockets[i].events, nullptr);
+            cached->events[i] = sockets[i].events;
+        }
+    return WaitEventSetWait(cached->set, timeout_ms, occurred, noccurred, PG_WAIT_EXTENSION);
 }
 
 // Resets the latch if it is set; true if it was. Done before waiting because
@@ -456,6 +503,7 @@ struct HttpClient::State {
     std::unordered_map<CURL *, std::unique_ptr<Transfer>> transfers; // added to multi
     std::vector<HttpResult> failed_to_start;                         // returned by the next Wait()
     std::string multi_error; // a curl_multi_socket_action failure
+    CachedSet wait_set;
 
     State() = default;
     State(const State &) = delete;
@@ -474,6 +522,7 @@ struct HttpClient::State {
 // Removes every easy handle from the multi handle, frees them, then frees the multi handle
 // (the order libcurl requires). curl's callbacks may still run here: Watch is alive.
 HttpClient::State::~State() {
+    FreeCachedSet(&wait_set);
     for (auto &entry : transfers)
         curl_multi_remove_handle(multi, entry.first);
     transfers.clear();
@@ -528,15 +577,14 @@ long HttpClient::State::WaitBudget(long timeout_ms) const {
 std::vector<WaitEvent> HttpClient::State::WaitForEvents(long timeout_ms) {
     std::vector<SocketInterest> interests;
     interests.reserve(watch.sockets.size());
-    for (const auto &[socket, what] : watch.sockets) {
-        uint32 events = SocketEvents(what);
-        if (events != 0)
-            interests.push_back({socket, events});
-    }
+    for (const auto &[socket, what] : watch.sockets)
+        if (SocketEvents(what) != 0)
+            interests.push_back({socket, SocketEvents(what)});
     std::vector<WaitEvent> occurred(interests.size() + 2);
     int count = pg::Call([&] {
-        return WaitOnSet(interests.data(), static_cast<int>(interests.size()), timeout_ms,
-                         occurred.data(), static_cast<int>(occurred.size()));
+        return WaitOnSet(&wait_set, watch.generation, interests.data(),
+                         static_cast<int>(interests.size()), timeout_ms, occurred.data(),
+                         static_cast<int>(occurred.size()));
     });
     occurred.resize(static_cast<size_t>(count));
     return occurred;

@@ -130,8 +130,8 @@ bool DeliveryService::Start() {
         return false;
     }
     TrustOwnOutputPlugin();
-    extension_ = worker::RunSqlValue(
-        "SELECT oid FROM pg_catalog.pg_extension WHERE extname = 'amebo'");
+    extension_ =
+        worker::RunSqlValue("SELECT oid FROM pg_catalog.pg_extension WHERE extname = 'amebo'");
     auto saved = worker::RunSql("SELECT position, catch_up_through, slot_skip_through "
                                 "FROM amebo.delivery_checkpoint");
     dispatcher_ = std::make_unique<Dispatcher>(CurrentSettings());
@@ -229,8 +229,8 @@ void DeliveryService::CatchUp() {
 void DeliveryService::LoadSubscriptions() {
     next_subscription_load_ = now_ + kSubscriptionReload;
     loaded_changes_ = worker::SubscriptionChanges();
-    std::string extension = worker::RunSqlValue(
-        "SELECT oid FROM pg_catalog.pg_extension WHERE extname = 'amebo'");
+    std::string extension =
+        worker::RunSqlValue("SELECT oid FROM pg_catalog.pg_extension WHERE extname = 'amebo'");
     if (extension != extension_)
         pg::Call([] {
             ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

@@ -325,9 +325,8 @@ void RunLoop() {
     delivery::DeliveryService deliveries;
     ProjectionSchedule projections;
     // The worker's own changes of stored messages do not wake it (see the deliveries trigger).
-    pg::Call([] {
-        SetConfigOption("application_name", "amebo worker", PGC_USERSET, PGC_S_SESSION);
-    });
+    pg::Call(
+        [] { SetConfigOption("application_name", "amebo worker", PGC_USERSET, PGC_S_SESSION); });
     uint64 changes_seen = Changes();
     bool first = true;
     for (;;) {

@@ -449,8 +449,7 @@ void Dispatcher::Succeed(Queue &queue, Message &message, const Response &respons
     record["attempted_at"] = TimeJson(StartedAt(response, now));
     if (message.stored) {
         record["op"] = "delete";
-        unrecorded_keys_.insert(std::to_string(message.subscription_id) + " " +
-                                message.webhook_id);
+        unrecorded_keys_.insert(std::to_string(message.subscription_id) + " " + message.webhook_id);
     }
     Settle(message);
     (void)queue;
@@ -531,11 +530,12 @@ std::string Dispatcher::TakeRecords() {
     nlohmann::json operations = nlohmann::json::array();
     for (auto &[key, record] : last_operations)
         operations.push_back(std::move(record));
-    std::string text = nlohmann::json{{"log", std::move(log)},
-                                      {"operations", std::move(operations)},
-                                      {"disable", std::move(disable)},
-                                      {"subscriptions", touched}}
-                           .dump();
+    std::string text = nlohmann::json{
+        {"log", std::move(log)},
+        {"operations", std::move(operations)},
+        {"disable", std::move(disable)},
+        {"subscriptions",
+         touched}}.dump();
     records_ = nlohmann::json::array();
     recording_.insert(recording_.end(), settling_.begin(), settling_.end());
     settling_.clear();
