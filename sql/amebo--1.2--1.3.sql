@@ -559,11 +559,15 @@ BEGIN
 END
 $$;
 
--- Tells the worker that subscriptions or applications changed.
+-- Wakes the worker at commit and tells it that subscriptions (or stored messages) changed.
+CREATE FUNCTION amebo.note_subscription_change() RETURNS void
+AS 'MODULE_PATHNAME', 'amebo_note_subscription_change' LANGUAGE C VOLATILE;
+
+-- Tells the worker that subscriptions, applications or stored messages changed.
 CREATE FUNCTION amebo.subscriptions_changed() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog AS $$
 BEGIN
-    PERFORM amebo.wake_worker();
+    PERFORM amebo.note_subscription_change();
     RETURN NULL;
 END
 $$;

@@ -287,6 +287,8 @@ void DeliveryService::ReadNew() {
     uint64_t end = ReadQueue(this, kReadBatch, flushed);
     dispatcher_->ReadUpTo(end);
     more_to_read_ = end < flushed;
+    read_up_to_ = end;
+    Confirm();
 }
 
 // Loads stored messages that are due, and which ordered subscriptions are blocked.
@@ -373,6 +375,21 @@ void DeliveryService::Record(bool force) {
     Confirm();
 }
 
+// Without outcomes to write no measurement comes with them: takes one (at most every
+// checkpoint interval) once the queue was read further, so the checkpoint keeps moving.
+void DeliveryService::MeasureCheckpoint() {
+    if (catching_up_ || !checkpoint_candidates_.empty() || read_up_to_ <= measured_read_ ||
+        now_ < next_measure_)
+        return;
+    measured_read_ = read_up_to_;
+    next_measure_ = now_ + kCheckpointInterval;
+    auto rows = worker::RunSql(
+        "SELECT amebo.settled_position(), "
+        "(pg_catalog.pg_current_wal_insert_lsn() - '0/0'::pg_catalog.pg_lsn)::bigint");
+    checkpoint_candidates_.push_back(
+        {ToInt(rows.at(0).at(0)), static_cast<uint64_t>(ToInt(rows[0].at(1)))});
+}
+
 // Confirms the queue up to what is handled.
 void DeliveryService::Confirm() {
     uint64_t confirmable = dispatcher_->ConfirmableLsn();
@@ -418,6 +435,7 @@ void DeliveryService::Step(bool subscriptions_changed) {
         http.allow_private = settings::allow_private_targets;
         http_->Submit(std::move(http));
     }
+    MeasureCheckpoint();
     Record(false);
     if (now_ >= next_prune_)
         Prune();

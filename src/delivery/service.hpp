@@ -48,6 +48,7 @@ class DeliveryService : private QueueSink {
     void FetchDue();
     void Record(bool force);
     void Confirm();
+    void MeasureCheckpoint();
     void Prune();
     int64_t Now() const;
 
@@ -64,6 +65,9 @@ class DeliveryService : private QueueSink {
     int64_t skip_through_ = 0;
     uint64_t confirmed_ = 0;
     bool more_to_read_ = false; // the last read stopped before the flushed end of WAL
+    uint64_t read_up_to_ = 0;   // where the last read of the queue ended
+    uint64_t measured_read_ = 0; // read_up_to_ when the last idle measurement was taken
+    int64_t next_measure_ = 0;
     // (position every event at or below is committed, WAL insert position) when measured.
     std::deque<std::pair<int64_t, uint64_t>> checkpoint_candidates_;
     int64_t checkpoint_ = 0;

@@ -1,6 +1,8 @@
 // The worker's statements: one transaction each, through SPI (see sql_runner.hpp).
 #include "worker/sql_runner.hpp"
 
+#include <unordered_map>
+
 #include "pg/guard.hpp"
 
 extern "C" {
@@ -15,6 +17,9 @@ namespace {
 
 // Memory for parameters and results, reset once per loop pass.
 MemoryContext g_sql_context = nullptr;
+
+// Prepared plans by statement text (the worker runs a handful of fixed statements).
+std::unordered_map<std::string, SPIPlanPtr> g_plans;
 
 // Rows copied out of SPI into g_sql_context: count x columns C strings (NULL for NULL).
 struct CopiedRows {
@@ -31,14 +36,26 @@ MemoryContext SqlContext() {
     return g_sql_context;
 }
 
-// Runs one statement in its own transaction (PostgreSQL side: no C++ objects here).
-CopiedRows Execute(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls) {
+// Runs one statement in its own transaction, prepared once and kept in *plan (PostgreSQL
+// side: no C++ objects here). A kept plan is checked again by PostgreSQL after DDL.
+CopiedRows Execute(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls,
+                   SPIPlanPtr *plan) {
     SetCurrentStatementStartTimestamp();
     StartTransactionCommand();
     SPI_connect();
     PushActiveSnapshot(GetTransactionSnapshot());
     pgstat_report_activity(STATE_RUNNING, sql);
-    SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
+    if (*plan == nullptr) {
+        SPIPlanPtr prepared = SPI_prepare(sql, nargs, types);
+        if (prepared == nullptr)
+            elog(ERROR, "amebo worker: could not prepare \"%s\": %s", sql,
+                 SPI_result_code_string(SPI_result));
+        SPI_keepplan(prepared);
+        *plan = prepared;
+    }
+    int result = SPI_execute_plan(*plan, values, nulls, false, 0);
+    if (result < 0)
+        elog(ERROR, "amebo worker: \"%s\" failed: %s", sql, SPI_result_code_string(result));
     int columns = SPI_tuptable ? SPI_tuptable->tupdesc->natts : 0;
     CopiedRows rows{SPI_processed, columns,
                     static_cast<char **>(MemoryContextAllocZero(
@@ -83,7 +100,9 @@ std::vector<SqlRow> RunSql(const char *sql, const std::vector<std::optional<std:
     }
     // A commit leaves TopMemoryContext current; an error is copied into the current context.
     MemoryContextSwitchTo(context);
-    CopiedRows copied = pg::Call([&] { return Execute(sql, nargs, types, values, nulls); });
+    SPIPlanPtr *plan = &g_plans[sql];
+    CopiedRows copied =
+        pg::Call([&] { return Execute(sql, nargs, types, values, nulls, plan); });
     std::vector<SqlRow> rows(copied.count);
     for (uint64 i = 0; i < copied.count; i++)
         for (int c = 0; c < copied.columns; c++) {

@@ -51,6 +51,7 @@ struct WorkerShared {
     bool has_async_projections;
     bool delivering;        // webhook delivery is active: every commit of events wakes it
     uint64 wake_requests;   // counts wake-ups asked for; the worker compares it across a pass
+    uint64 wakes;           // counts commits of transactions that called Wake()
     uint64 changes;         // counts committed changes of subscriptions or stored messages
     TimestampTz held_until; // DROP DATABASE keeps the launcher from starting the worker
     int figure_count;
@@ -64,6 +65,8 @@ WorkerShared *g_shared = nullptr;
 // Set by Wake(): wake the worker again when this transaction commits, so that it sees what
 // the transaction changed (a new or resumed projection).
 bool g_wake_at_commit = false;
+// Set by NoteSubscriptionChange(): count this transaction's commit as a subscription change.
+bool g_subscriptions_changed = false;
 
 // The shared state's size.
 Size SharedSize() {
@@ -102,6 +105,14 @@ uint64 WakeRequests() {
     uint64 requests = g_shared->wake_requests;
     SpinLockRelease(&g_shared->mutex);
     return requests;
+}
+
+// How many commits of transactions that called Wake() there were so far.
+uint64 Wakes() {
+    SpinLockAcquire(&g_shared->mutex);
+    uint64 wakes = g_shared->wakes;
+    SpinLockRelease(&g_shared->mutex);
+    return wakes;
 }
 
 // How many committed changes of subscriptions there were so far.
@@ -185,12 +196,16 @@ bool RunProjections() {
 void WakeAtCommit(XactEvent event, void *) {
     if (event == XACT_EVENT_COMMIT && g_wake_at_commit && g_shared != nullptr) {
         SpinLockAcquire(&g_shared->mutex);
-        g_shared->changes++;
+        g_shared->wakes++;
+        if (g_subscriptions_changed)
+            g_shared->changes++;
         SpinLockRelease(&g_shared->mutex);
         SetWorkerLatch(true);
     }
-    if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT)
+    if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT) {
         g_wake_at_commit = false;
+        g_subscriptions_changed = false;
+    }
 }
 
 // One pass; an error is logged and its transaction rolled back. True for "run again now".
@@ -267,6 +282,11 @@ uint64 SubscriptionChanges() {
     return Changes();
 }
 
+void NoteSubscriptionChange() {
+    Wake();
+    g_subscriptions_changed = true;
+}
+
 int WorkerPidServing(const char *database) {
     if (g_shared == nullptr)
         return 0;
@@ -328,6 +348,7 @@ void RunLoop() {
     pg::Call(
         [] { SetConfigOption("application_name", "amebo worker", PGC_USERSET, PGC_S_SESSION); });
     uint64 changes_seen = Changes();
+    uint64 wakes_seen = Wakes();
     bool first = true;
     for (;;) {
         // A pass can swallow a latch set meanwhile (lock waits and pg_sleep in handlers
@@ -336,14 +357,17 @@ void RunLoop() {
         uint64 changes = Changes();
         bool changed = first || changes != changes_seen;
         changes_seen = changes;
+        uint64 wakes = Wakes();
+        bool woken_by_call = first || wakes != wakes_seen;
+        wakes_seen = wakes;
         first = false;
         ResetSqlMemory();
-        if (projections.Due(requests, changed))
+        if (projections.Due(requests, woken_by_call))
             projections.more = RunProjectionsSafely();
         DeliverSafely(deliveries, [&] { deliveries.Step(changed); });
         auto figures = deliveries.Figures();
         PublishDelivery(!figures.empty(), figures);
-        if (!projections.more && requests == WakeRequests() && changes == Changes()) {
+        if (!projections.more && requests == WakeRequests() && wakes == Wakes()) {
             bool woken = false;
             DeliverSafely(deliveries, [&] { woken = deliveries.Wait(settings::worker_naptime); });
             if (!woken) {
@@ -384,6 +408,15 @@ extern "C" {
 PG_FUNCTION_INFO_V1(amebo_worker_status);
 PG_FUNCTION_INFO_V1(amebo_wake_worker);
 PG_FUNCTION_INFO_V1(amebo_delivery_worker_stats);
+PG_FUNCTION_INFO_V1(amebo_note_subscription_change);
+}
+
+// amebo.note_subscription_change(): tells the worker, at commit, that subscriptions changed.
+extern "C" Datum amebo_note_subscription_change(PG_FUNCTION_ARGS) {
+    return pg::Entry([&] {
+        worker::NoteSubscriptionChange();
+        PG_RETURN_VOID();
+    });
 }
 
 // amebo.delivery_worker_stats() -> (subscription_id, in_flight, queued) per subscription the

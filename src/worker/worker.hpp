@@ -19,6 +19,9 @@ void Wake();
 // How many transactions changed subscriptions so far (counted at their commit).
 uint64 SubscriptionChanges();
 
+// Wakes the worker at commit and counts the transaction as a change of subscriptions.
+void NoteSubscriptionChange();
+
 // The pid of the worker if it serves database, else 0.
 int WorkerPidServing(const char *database);
 
