@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Benchmarks amebo's append path against a plain INSERT (the physical limit) and a PL/pgSQL
 # event store (bench/baselines.sql), and the cost of JSON Schema validation on append
-# (bench/validation.py), on a throwaway cluster; writes bench/RESULTS.md and prints it. As the tests and the demonstration do (test/lib/prepare.sh), it installs missing
-# packages, builds and installs amebo, and runs as an unprivileged user, so it works as root
-# or as a user who may sudo.
-# Usage: bash bench/run.sh (or make bench); about 6 minutes.
+# (bench/validation.py), on a throwaway cluster, then webhook delivery (bench/webhooks.sh,
+# on a cluster of its own); writes bench/RESULTS.md and prints it. As the tests and the
+# demonstration do (test/lib/prepare.sh), it installs missing packages, builds and installs
+# amebo, and runs as an unprivileged user, so it works as root or as a user who may sudo.
+# Usage: bash bench/run.sh (or make bench); about 13 minutes (6 without webhooks).
 #   BENCH_NO_BUILD=1   benchmark the amebo already installed (no build, no make install)
 #   BENCH_PORT=N       the cluster's port (default: the first free one from 55432)
 #   BENCH_ROUNDS, BENCH_PGBENCH_ROUNDS, BENCH_PGBENCH_SECONDS, BENCH_CONTENTION_ROUNDS,
 #   BENCH_CONTENTION_SECONDS, BENCH_EVENTS, BENCH_PARTS (e.g. "1,3"): see bench/bench.py.
+#   BENCH_WEBHOOKS=0   skip the webhook delivery benchmark (BENCH_WEBHOOK_*: bench/webhooks.py)
 # Exits 0 whether the targets are met or not (PASS/MISS is in the report); non-zero only when
 # the benchmark could not run. Leaves nothing running.
 # shellcheck source-path=SCRIPTDIR/..
@@ -52,6 +54,12 @@ run_benchmarks() {
     "$python" bench/bench.py --host "$dir" --port "$port" --out "$out" --logdir "$dir/pgbench"
     # Validation on append (JSON Schema): appends its section to the same report.
     "$python" bench/validation.py --host "$dir" --port "$port" --out "$out"
+    if [ "${BENCH_WEBHOOKS:-1}" != 0 ]; then
+        # Webhook delivery, on a cluster of its own (wal_level = logical); this one stops
+        # first so that it does not share the CPUs.
+        cluster_stop "$dir"
+        bash bench/webhooks.sh --as-user "$out"
+    fi
 }
 
 if [ "${1:-}" = "--as-user" ]; then
