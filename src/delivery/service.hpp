@@ -64,8 +64,8 @@ class DeliveryService : private QueueSink {
     std::unordered_set<int64_t> skip_positions_; // caught up from the table, also in the slot
     int64_t skip_through_ = 0;
     uint64_t confirmed_ = 0;
-    bool more_to_read_ = false; // the last read stopped before the flushed end of WAL
-    uint64_t read_up_to_ = 0;   // where the last read of the queue ended
+    bool more_to_read_ = false;  // the last read stopped before the flushed end of WAL
+    uint64_t read_up_to_ = 0;    // where the last read of the queue ended
     uint64_t measured_read_ = 0; // read_up_to_ when the last idle measurement was taken
     int64_t next_measure_ = 0;
     // (position every event at or below is committed, WAL insert position) when measured.

@@ -101,8 +101,7 @@ std::vector<SqlRow> RunSql(const char *sql, const std::vector<std::optional<std:
     // A commit leaves TopMemoryContext current; an error is copied into the current context.
     MemoryContextSwitchTo(context);
     SPIPlanPtr *plan = &g_plans[sql];
-    CopiedRows copied =
-        pg::Call([&] { return Execute(sql, nargs, types, values, nulls, plan); });
+    CopiedRows copied = pg::Call([&] { return Execute(sql, nargs, types, values, nulls, plan); });
     std::vector<SqlRow> rows(copied.count);
     for (uint64 i = 0; i < copied.count; i++)
         for (int c = 0; c < copied.columns; c++) {

@@ -135,6 +135,15 @@ void PublishDelivery(bool delivering, const std::vector<delivery::SubscriptionFi
     SpinLockRelease(&g_shared->mutex);
 }
 
+// A consistent copy of the shared state, in the current memory context.
+WorkerShared *CopyShared() {
+    auto *copy = static_cast<WorkerShared *>(palloc(sizeof(WorkerShared)));
+    SpinLockAcquire(&g_shared->mutex);
+    memcpy(copy, g_shared, sizeof(WorkerShared));
+    SpinLockRelease(&g_shared->mutex);
+    return copy;
+}
+
 // Records that this process is the worker, or (pid 0) that it stopped.
 void Publish(int pid, int pgprocno) {
     SpinLockAcquire(&g_shared->mutex);
@@ -427,10 +436,7 @@ extern "C" Datum amebo_delivery_worker_stats(PG_FUNCTION_ARGS) {
         auto *result = reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);
         if (worker::g_shared == nullptr)
             return (Datum)0;
-        auto *copy = static_cast<worker::WorkerShared *>(palloc(sizeof(worker::WorkerShared)));
-        SpinLockAcquire(&worker::g_shared->mutex);
-        memcpy(copy, worker::g_shared, sizeof(worker::WorkerShared));
-        SpinLockRelease(&worker::g_shared->mutex);
+        worker::WorkerShared *copy = worker::CopyShared();
         for (int i = 0; copy->pid != 0 && i < copy->figure_count; i++) {
             const auto &figures = copy->figures[i];
             Datum values[3] = {Int64GetDatum(figures.subscription_id),
@@ -449,10 +455,7 @@ extern "C" Datum amebo_worker_status(PG_FUNCTION_ARGS) {
         auto *result = reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);
         if (worker::g_shared == nullptr)
             return (Datum)0;
-        auto *copy = static_cast<worker::WorkerShared *>(palloc(sizeof(worker::WorkerShared)));
-        SpinLockAcquire(&worker::g_shared->mutex);
-        memcpy(copy, worker::g_shared, sizeof(worker::WorkerShared));
-        SpinLockRelease(&worker::g_shared->mutex);
+        worker::WorkerShared *copy = worker::CopyShared();
         if (copy->pid == 0)
             return (Datum)0;
         Datum values[4] = {Int32GetDatum(copy->pid), CStringGetTextDatum(copy->database),

@@ -3,6 +3,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include "core/delivery/calendar.hpp"
 
 namespace amebo::delivery {
 
@@ -21,16 +22,6 @@ struct CivilDate {
     int day;   // 1..31
 };
 
-// Days since 1970-01-01 of a Gregorian date (Howard Hinnant's days_from_civil).
-int64_t DaysFromCivil(int64_t year, int month, int day) {
-    year -= month <= 2;
-    int64_t era = (year >= 0 ? year : year - 399) / 400;
-    int64_t year_of_era = year - era * 400;
-    int64_t day_of_year = (153 * (month + (month > 2 ? -3 : 9)) + 2) / 5 + day - 1;
-    int64_t day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    return era * 146097 + day_of_era - 719468;
-}
-
 // The Gregorian date of a day count since 1970-01-01 (Howard Hinnant's civil_from_days).
 CivilDate CivilFromDays(int64_t days) {
     days += 719468;
@@ -43,17 +34,6 @@ CivilDate CivilFromDays(int64_t days) {
     int day = static_cast<int>(day_of_year - (153 * month_index + 2) / 5 + 1);
     int month = static_cast<int>(month_index < 10 ? month_index + 3 : month_index - 9);
     return {year_of_era + era * 400 + (month <= 2), month, day};
-}
-
-// True for a Gregorian leap year.
-bool IsLeapYear(int64_t year) {
-    return (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-}
-
-// Number of days in a month of a year.
-int DaysInMonth(int64_t year, int month) {
-    static constexpr int kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    return month == 2 && IsLeapYear(year) ? 29 : kDays[month - 1];
 }
 
 // Appends text as a JSON string literal: quotes, backslashes and control characters escaped,
