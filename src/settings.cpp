@@ -19,6 +19,7 @@ int connect_timeout = 5000;
 int max_concurrent_requests = 64;
 int max_requests_per_subscription = 16;
 int delivery_log_retention = 7 * 24 * 3600;
+int worker_nice = 0;
 
 namespace {
 
@@ -65,6 +66,12 @@ void DefineDeliverySettings() {
                             "How long the worker keeps rows of amebo.delivery_log.", nullptr,
                             &delivery_log_retention, 7 * 24 * 3600, 60, INT_MAX, PGC_SIGHUP,
                             GUC_UNIT_S, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable(
+        "amebo.worker_nice", "CPU scheduling niceness of the amebo worker (0 to 19).",
+        "Above 0 the worker yields the CPU to client sessions when the machine is saturated, "
+        "at the price of delivery lag while it is. Like autovacuum's cost delay, for background "
+        "work that must not slow the foreground.",
+        &worker_nice, 0, 0, 19, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
 }
 
 } // namespace

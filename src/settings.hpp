@@ -36,6 +36,9 @@ extern int max_requests_per_subscription;
 // amebo.delivery_log_retention: how long delivery_log rows are kept, in seconds.
 extern int delivery_log_retention;
 
+// amebo.worker_nice: the worker's CPU scheduling niceness (0: as the server; up to 19).
+extern int worker_nice;
+
 // Defines every amebo.* setting; called once from _PG_init.
 void Init();
 

@@ -4,6 +4,9 @@
 // across an HTTP call.
 #include "worker/worker.hpp"
 
+#include <sys/resource.h>
+
+#include <cerrno>
 #include <memory>
 #include <string>
 #include <vector>
@@ -253,6 +256,23 @@ template <typename Body> void DeliverSafely(delivery::DeliveryService &deliverie
     }
 }
 
+// Applies amebo.worker_nice. A process may raise its niceness but not lower it, so a lower
+// setting ends the worker; the launcher starts it again from the postmaster's niceness.
+void ApplyNice() {
+    errno = 0;
+    int current = getpriority(PRIO_PROCESS, 0);
+    if (errno != 0 || current == settings::worker_nice)
+        return;
+    if (settings::worker_nice < current) {
+        ereport(LOG, (errmsg("amebo worker: restarting to lower its niceness to %d",
+                             settings::worker_nice)));
+        proc_exit(0);
+    }
+    if (setpriority(PRIO_PROCESS, 0, settings::worker_nice) != 0)
+        ereport(WARNING,
+                (errmsg("amebo worker: could not set niceness %d: %m", settings::worker_nice)));
+}
+
 // Handles pending interrupts between passes. SIGTERM ends the worker (FATAL); a query
 // cancel aimed at an idle worker is logged and ignored instead of ending it.
 void ServiceInterrupts() {
@@ -356,6 +376,7 @@ void RunLoop() {
     // The worker's own changes of stored messages do not wake it (see the deliveries trigger).
     pg::Call(
         [] { SetConfigOption("application_name", "amebo worker", PGC_USERSET, PGC_S_SESSION); });
+    ApplyNice();
     uint64 changes_seen = Changes();
     uint64 wakes_seen = Wakes();
     bool first = true;
@@ -392,6 +413,8 @@ void RunLoop() {
             ProcessConfigFile(PGC_SIGHUP);
             if (database != settings::database_name)
                 proc_exit(0);
+            ApplyNice();
+            projections.next_run = 0; // a pass right away, under the new settings
         }
     }
 }
