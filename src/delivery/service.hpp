@@ -33,6 +33,9 @@ class DeliveryService : private QueueSink {
     // Stops decoding and drops requests in flight (they are delivered again later).
     void Stop();
 
+    // True while delivery runs (the extension is installed and wal_level is logical).
+    bool Active() const { return active_; }
+
     // Per subscription figures, for the status view.
     std::vector<SubscriptionFigures> Figures() const;
 

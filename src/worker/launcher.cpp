@@ -29,7 +29,7 @@ namespace amebo::worker {
 namespace {
 
 // How long DROP DATABASE keeps the worker away, and how long it waits for it to exit.
-constexpr int64 kDropHoldMicroseconds = 30 * INT64CONST(1000000);
+constexpr int64 kDropHoldMicroseconds = 10 * INT64CONST(1000000);
 constexpr int kDropWaitMilliseconds = 10000;
 // The launcher's pause after the worker exited, so that a failing worker is not restarted
 // in a tight loop.

@@ -398,12 +398,12 @@ void RunLoop() {
         auto figures = deliveries.Figures();
         PublishDelivery(!figures.empty(), figures);
         if (!projections.more && requests == WakeRequests() && wakes == Wakes()) {
-            bool woken = false;
-            DeliverSafely(deliveries, [&] { woken = deliveries.Wait(settings::worker_naptime); });
-            if (!woken) {
+            // Delivering, the service waits on the latch and its sockets together.
+            if (deliveries.Active()) {
+                DeliverSafely(deliveries, [&] { deliveries.Wait(settings::worker_naptime); });
+            } else {
                 (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-                                deliveries.Figures().empty() ? settings::worker_naptime : 0,
-                                PG_WAIT_EXTENSION);
+                                settings::worker_naptime, PG_WAIT_EXTENSION);
                 ResetLatch(MyLatch);
             }
         }

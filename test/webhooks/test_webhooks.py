@@ -938,6 +938,75 @@ def case_new_subscription(conn, rcv, subs):
 
 
 # ---------------------------------------------------------------------------------------
+# Case 12: the worker moves to another database, survives its DROP DATABASE, comes back
+
+
+# An autocommit connection to another database of the test cluster.
+def db_named(name):
+    return psycopg.connect(host=args.host, port=args.port, dbname=name, user="postgres",
+                           autocommit=True, options="-c statement_timeout=60000")
+
+
+# The databases amebo workers are connected to.
+def worker_databases(conn):
+    return [r[0] for r in rows(conn, "SELECT datname FROM pg_stat_activity "
+                                     "WHERE backend_type = 'amebo worker'")]
+
+
+# Points amebo.database_name at name (NULL: back to the default) and reloads.
+def move_worker(conn, name):
+    if name is None:
+        conn.execute("ALTER SYSTEM RESET amebo.database_name")
+    else:
+        conn.execute(f"ALTER SYSTEM SET amebo.database_name = '{name}'")
+    conn.execute("SELECT pg_reload_conf()")
+
+
+def case_drop_database(conn, rcv, subs):
+    conn.execute("DROP DATABASE IF EXISTS amebo_moved")
+    conn.execute("CREATE DATABASE amebo_moved")
+    try:
+        move_worker(conn, "amebo_moved")
+        check(wait_until(lambda: worker_databases(conn) == ["amebo_moved"], 15),
+              f"the worker moved to amebo_moved: {worker_databases(conn)}")
+        with db_named("amebo_moved") as other:
+            other.execute("CREATE EXTENSION amebo")
+            other.execute("SELECT amebo.create_application(%s, NULL, %s)", (APP, SECRET))
+            other.execute("SELECT amebo.create_action('c12.x', %s)", (APP,))
+            other.execute("SELECT amebo.create_subscription(%s, 'c12', 'c12.x', %s)",
+                          (APP, rcv.url("/c12/moved")))
+            e1, _ = append(other, "c12-s", "c12.x", {})
+            wait_deliveries(other)
+        eq(delivered_ids(rcv.client.requests("/c12/moved")), [e1],
+           "delivered from the other database")
+        t0 = time.monotonic()
+        conn.execute("DROP DATABASE amebo_moved")  # plain: no FORCE
+        check(time.monotonic() - t0 < 10,
+              f"plain DROP DATABASE of the worker's database succeeded in "
+              f"{time.monotonic() - t0:.2f} s")
+        eq(rows(conn, "SELECT slot_name FROM pg_replication_slots "
+                      "WHERE database = 'amebo_moved'"), [], "its slot went with it")
+        check(wait_until(lambda: one(conn, "SELECT count(*) FROM pg_stat_activity "
+                                           "WHERE backend_type = 'amebo launcher'") == 1, 5),
+              "the launcher still runs")
+        eq(worker_databases(conn), [], "no worker while its database does not exist")
+        conn.execute("CREATE DATABASE amebo_moved")
+        check(wait_until(lambda: worker_databases(conn) == ["amebo_moved"], 45),
+              f"the worker came back when the database was created again: "
+              f"{worker_databases(conn)}")
+    finally:
+        move_worker(conn, None)
+        wait_until(lambda: worker_databases(conn) == ["postgres"], 15)
+        conn.execute("DROP DATABASE IF EXISTS amebo_moved")
+    eq(worker_databases(conn), ["postgres"], "back in postgres after a reset and a reload")
+    create_actions(conn, "c12.y")
+    subs.create("c12-back", "c12.y", "/c12/back")
+    e2, _ = append(conn, "c12-s", "c12.y", {})
+    wait_deliveries(conn)
+    eq(delivered_ids(rcv.client.requests("/c12/back")), [e2], "delivering in postgres again")
+
+
+# ---------------------------------------------------------------------------------------
 
 CASES = [
     (1, "matching, exactly once, filters, batches, bodies", case_matching),
@@ -951,6 +1020,7 @@ CASES = [
     (9, "replay, pause and resume", case_replay_pause),
     (11, "events appended right after create_subscription", case_new_subscription),
     (10, "worker across DROP/CREATE EXTENSION and a reload", case_lifecycle),
+    (12, "worker across a move, DROP DATABASE and CREATE DATABASE", case_drop_database),
 ]
 
 
