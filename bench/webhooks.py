@@ -68,6 +68,8 @@ LATENCY_RATE = env_int("BENCH_WEBHOOK_LATENCY_RATE", 500)   # part 3: appends pe
 LATENCY_SECONDS = env_int("BENCH_WEBHOOK_LATENCY_SECONDS", 20)
 APPEND_SECONDS = env_int("BENCH_WEBHOOK_APPEND_SECONDS", 30)  # part 4: seconds per run
 APPEND_ROUNDS = env_int("BENCH_WEBHOOK_APPEND_ROUNDS", 2)    # part 4: pairs of runs
+# part 4: fsync on, so that synchronous_commit = on means what it says (durable commits)
+APPEND_FSYNC = os.environ.get("BENCH_WEBHOOK_APPEND_FSYNC", "on")
 CLIENTS = 8
 PARTS = os.environ.get("BENCH_WEBHOOK_PARTS", "1,2,3,4").split(",")
 ACTION = "order.placed"
@@ -672,10 +674,10 @@ def run_append(bench):
     for rnd in range(APPEND_ROUNDS):
         for subscriptions, nice in ((0, 0), (10, 0), (10, 19)):
             bench.fresh(f"part 4 run {len(runs) + 1}, {subscriptions} subscriptions, nice {nice}")
-            if nice:
-                bench.conn.execute(f"ALTER SYSTEM SET amebo.worker_nice = {nice}")
-                bench.conn.execute("SELECT pg_reload_conf()")
-                time.sleep(0.5)
+            bench.conn.execute(f"ALTER SYSTEM SET fsync = {APPEND_FSYNC}")
+            bench.conn.execute(f"ALTER SYSTEM SET amebo.worker_nice = {nice}")
+            bench.conn.execute("SELECT pg_reload_conf()")
+            time.sleep(0.5)
             ids = []
             if subscriptions:
                 ids = bench.subscribe([bench.nginx.url(f"/append-{rnd}-{i}")
@@ -851,7 +853,7 @@ def report(results, info):
             "### 4. Append throughput with deliveries running",
             "",
             f"pgbench -M prepared -c {CLIENTS} -j 2 -T {APPEND_SECONDS}, synchronous_commit "
-            "on, one append_event per transaction (new stream each), runs alternating: no "
+            f"on, fsync {APPEND_FSYNC} (for this part), one append_event per transaction (new stream each), runs alternating: no "
             "subscription, 10 subscriptions (to nginx), ..., each run on a new cluster. With "
             "no subscription the worker still decodes the WAL to keep its slot moving (its "
             "CPU column), so the ratio is the cost of delivering. "
