@@ -68,9 +68,8 @@ void DefineDeliverySettings() {
                             GUC_UNIT_S, nullptr, nullptr, nullptr);
     DefineCustomIntVariable(
         "amebo.worker_nice", "CPU scheduling niceness of the amebo worker (0 to 19).",
-        "Above 0 the worker yields the CPU to client sessions when the machine is saturated, "
-        "at the price of delivery lag while it is. Like autovacuum's cost delay, for background "
-        "work that must not slow the foreground.",
+        "Above 0 the kernel favours the server's other processes over the worker when the "
+        "CPUs are saturated, at the price of delivery lag. Lowering it restarts the worker.",
         &worker_nice, 0, 0, 19, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
 }
 
