@@ -30,10 +30,12 @@ bool g_transaction_has_events = false;
 
 // Binary output, and a memory context for converting each row; no options.
 void Startup(LogicalDecodingContext *ctx, OutputPluginOptions *options, bool) {
-    options->output_type = OUTPUT_PLUGIN_BINARY_OUTPUT;
-    ctx->output_plugin_private =
-        AllocSetContextCreate(ctx->context, "amebo output plugin", ALLOCSET_DEFAULT_SIZES);
-    g_events_relid = InvalidOid;
+    pg::EntryVoid([&] {
+        options->output_type = OUTPUT_PLUGIN_BINARY_OUTPUT;
+        ctx->output_plugin_private =
+            AllocSetContextCreate(ctx->context, "amebo output plugin", ALLOCSET_DEFAULT_SIZES);
+        g_events_relid = InvalidOid;
+    });
 }
 
 // Starts a transaction; nothing is written until it has an event.
@@ -147,10 +149,12 @@ void Change(LogicalDecodingContext *ctx, ReorderBufferTXN *, Relation relation,
 
 // Ends a transaction that wrote events with the commit marker, written at its end LSN.
 void Commit(LogicalDecodingContext *ctx, ReorderBufferTXN *, XLogRecPtr) {
-    if (!g_transaction_has_events)
-        return;
-    WriteRecord(ctx, &kCommitMarker, 1, true);
-    g_transaction_has_events = false;
+    pg::EntryVoid([&] {
+        if (!g_transaction_has_events)
+            return;
+        WriteRecord(ctx, &kCommitMarker, 1, true);
+        g_transaction_has_events = false;
+    });
 }
 
 } // namespace
