@@ -95,8 +95,13 @@ void TrustOwnOutputPlugin() {
 
 DeliveryService::DeliveryService() = default;
 
+// Runs only while the worker exits through a C++ exception: closing the queue may raise a
+// PostgreSQL error, which must not escape a destructor; the process ends anyway.
 DeliveryService::~DeliveryService() {
-    Stop();
+    try {
+        Stop();
+    } catch (...) {
+    }
 }
 
 int64_t DeliveryService::Now() const {
@@ -441,9 +446,9 @@ void DeliveryService::Step(bool subscriptions_changed) {
         Prune();
 }
 
-bool DeliveryService::Wait(long timeout_ms) {
+void DeliveryService::Wait(long timeout_ms) {
     if (!active_)
-        return false;
+        return;
     int64_t now = Now();
     auto shorten = [&](int64_t at) {
         timeout_ms = std::min<long>(timeout_ms, std::max<int64_t>(0, (at - now + 999) / 1000));
@@ -465,7 +470,6 @@ bool DeliveryService::Wait(long timeout_ms) {
         dispatcher_->Finish(Response{result.tag, result.status, std::move(result.error),
                                      result.duration_ms, std::move(result.retry_after)},
                             finished_at);
-    return outcome.latch_set;
 }
 
 std::vector<SubscriptionFigures> DeliveryService::Figures() const {

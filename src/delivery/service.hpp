@@ -27,8 +27,8 @@ class DeliveryService : private QueueSink {
     void Step(bool subscriptions_changed);
 
     // Waits up to timeout_ms (shortened to the next thing to do) for the latch, HTTP sockets
-    // or postmaster death; true when the latch was set.
-    bool Wait(long timeout_ms);
+    // or postmaster death, then takes in the requests that finished.
+    void Wait(long timeout_ms);
 
     // Stops decoding and drops requests in flight (they are delivered again later).
     void Stop();

@@ -142,7 +142,7 @@ void Utility(PlannedStmt *statement, const char *query, bool read_only,
              ProcessUtilityContext context, ParamListInfo params, QueryEnvironment *environment,
              DestReceiver *destination, QueryCompletion *completion) {
     if (IsA(statement->utilityStmt, DropdbStmt))
-        StopWorkerBeforeDrop(castNode(DropdbStmt, statement->utilityStmt));
+        pg::EntryVoid([&] { StopWorkerBeforeDrop(castNode(DropdbStmt, statement->utilityStmt)); });
     if (g_previous_utility != nullptr)
         g_previous_utility(statement, query, read_only, context, params, environment, destination,
                            completion);
