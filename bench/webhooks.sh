@@ -77,33 +77,6 @@ if [ "${1:-}" = "--fresh-cluster" ]; then
     exit
 fi
 
-source test/lib/prepare.sh
-if [ "${BENCH_NO_BUILD:-0}" = 1 ]; then
-    # amebo_prepare without its build and install: packages, user and work tree only.
-    # shellcheck disable=SC2317 # called by amebo_prepare
-    make() { :; }
-    # shellcheck disable=SC2317
-    as_root() { :; }
-    amebo_prepare
-    unset -f make as_root
-    if [ ! -f "$(pg_config --sharedir)/extension/amebo.control" ]; then
-        echo "amebo is not installed (run without BENCH_NO_BUILD=1 to build it)" >&2
-        exit 1
-    fi
-else
-    echo "== building and installing amebo"
-    amebo_prepare >/dev/null
-fi
-if [ "$AMEBO_WORK" != "$AMEBO_TOP" ]; then
-    # shellcheck disable=SC2064
-    trap "rm -rf '$AMEBO_WORK'" EXIT
-fi
-
-BENCH_SOURCE=$(git -C "$AMEBO_TOP" describe --always --dirty 2>/dev/null || echo unknown)
-export BENCH_SOURCE
-echo "== benchmarking webhook delivery (progress on stderr)"
-as_test_user "bash bench/webhooks.sh --as-user bench/RESULTS.md"
-if [ "$AMEBO_WORK" != "$AMEBO_TOP" ]; then
-    cp "$AMEBO_WORK/bench/RESULTS.md" "$AMEBO_TOP/bench/RESULTS.md"
-fi
+source bench/lib.sh
+bench_as_test_user "webhook delivery" "bash bench/webhooks.sh --as-user bench/RESULTS.md"
 echo "== bench/RESULTS.md updated (section \"Webhook delivery\")"

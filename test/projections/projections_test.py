@@ -54,33 +54,8 @@ LOST_AFTER = 3.0  # seconds; an apply slower than this waited for the 10 s timer
 # ---------------------------------------------------------------------------------------
 # Checks and helpers
 
-T_START = time.monotonic()
-
-
-def stamp():
-    """Seconds since the test started, for the check lines."""
-    return f"{time.monotonic() - T_START:6.1f}s"
-
-
-class Checks:
-    def __init__(self):
-        self.passed = 0
-        self.failed = []
-
-    def check(self, condition, what, detail=""):
-        if condition:
-            self.passed += 1
-            print(f"  ok   {stamp()} {what}", flush=True)
-        else:
-            self.failed.append(what)
-            print(f"  FAIL {stamp()} {what}" + (f"\n        {detail}" if detail else ""),
-                  flush=True)
-        return bool(condition)
-
-    def eq(self, actual, expected, what):
-        return self.check(actual == expected, f"{what}: {actual!r}",
-                          f"expected {expected!r}, got {actual!r}")
-
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from checks import Checks  # noqa: E402
 
 checks = Checks()
 check = checks.check

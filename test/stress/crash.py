@@ -16,7 +16,6 @@ import argparse
 import os
 import random
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -28,6 +27,9 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from common import EVENT_COLUMNS, Failures, check_store, connect, sqlstate
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import server_crash  # noqa: E402
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--pg-bin", required=True)
@@ -239,70 +241,6 @@ class Consumer:
             pass
 
 
-def proc_state(pid):
-    """The state letter of a process, or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return None
-
-
-def children_of(pid):
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-                if int(fields[1]) == pid:
-                    out.append(int(entry))
-            except (FileNotFoundError, ProcessLookupError, IndexError):
-                pass
-    return out
-
-
-def postmaster_pid():
-    with open(os.path.join(DATA, "postmaster.pid")) as f:
-        return int(f.readline())
-
-
-def kill_server():
-    """SIGKILLs the postmaster and its children, all stopped first so that none runs on;
-    returns once all are dead (zombies count as dead)."""
-    pm = postmaster_pid()
-    os.kill(pm, signal.SIGSTOP)  # no new children from here on
-    children = children_of(pm)
-    for pid in children:
-        os.kill(pid, signal.SIGSTOP)
-    for pid in children + [pm]:
-        os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    while any(proc_state(p) not in (None, "Z") for p in children + [pm]):
-        if time.monotonic() > deadline:
-            raise RuntimeError("killed server processes did not exit")
-        time.sleep(0.02)
-    # Until its parent reaps it, the new postmaster takes the dead one for a running server.
-    deadline = time.monotonic() + 10
-    while proc_state(pm) == "Z" and time.monotonic() < deadline:
-        time.sleep(0.02)
-    if proc_state(pm) == "Z":
-        print(f"postmaster {pm} is dead but not reaped: removing its lock files", flush=True)
-        os.unlink(os.path.join(DATA, "postmaster.pid"))
-        lock = os.path.join(args.dir, f".s.PGSQL.{args.port}.lock")
-        if os.path.exists(lock):
-            os.unlink(lock)
-    return len(children)
-
-
-def start_server():
-    done = subprocess.run([os.path.join(args.pg_bin, "pg_ctl"), "-D", DATA, "-l",
-                           os.path.join(args.dir, "server.log"), "-w", "-t", "120", "start"],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"pg_ctl start failed: {done.stdout}")
-
-
 def wait_connect(timeout=120):
     deadline = time.monotonic() + timeout
     while True:
@@ -438,7 +376,8 @@ def main():
             os.kill(victim, signal.SIGKILL)
             how = f"SIGKILL of backend {victim}"
         else:
-            how = f"SIGKILL of the postmaster and {kill_server()} children"
+            killed = server_crash.kill_server(DATA, args.dir, args.port)
+            how = f"SIGKILL of the postmaster and {killed} children"
         stop.set()
         for t in threads + [consumer_thread]:
             t.join(60)
@@ -456,7 +395,7 @@ def main():
         except Exception:
             pass
         if mode == "postmaster":
-            start_server()
+            server_crash.start_server(args.pg_bin, DATA, os.path.join(args.dir, "server.log"))
         conn = wait_connect()
         new_groups = [g for a in appenders for g in a.groups]
         groups.extend(new_groups)

@@ -16,8 +16,6 @@ import argparse
 import json
 import os
 import random
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -30,6 +28,7 @@ from psycopg.types.json import Jsonb
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 from receiver import ReceiverClient  # noqa: E402
+import server_crash  # noqa: E402
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--pg-bin", required=True)
@@ -160,65 +159,6 @@ class Progress:
             self.value += n
 
 
-# The state letter of a process, or None when it is gone.
-def proc_state(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return None
-
-
-# The pids whose parent is pid.
-def children_of(pid):
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        out.append(int(entry))
-            except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
-                pass
-    return out
-
-
-# SIGKILLs the postmaster (pid from postmaster.pid) and its children; returns how many
-# children there were once all are dead.
-def kill_server():
-    with open(os.path.join(DATA, "postmaster.pid")) as f:
-        pm = int(f.readline())
-    os.kill(pm, signal.SIGSTOP)  # no new children from here on
-    children = children_of(pm)
-    subprocess.run(["pkill", "-9", "-P", str(pm)], check=False)
-    os.kill(pm, signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    while any(proc_state(p) not in (None, "Z") for p in children + [pm]):
-        if time.monotonic() > deadline:
-            raise RuntimeError("killed server processes did not exit")
-        time.sleep(0.02)
-    # An unreaped postmaster would make pg_ctl think the server still runs.
-    deadline = time.monotonic() + 10
-    while proc_state(pm) == "Z" and time.monotonic() < deadline:
-        time.sleep(0.02)
-    if proc_state(pm) == "Z":
-        print(f"postmaster {pm} is dead but not reaped: removing its lock files", flush=True)
-        os.unlink(os.path.join(DATA, "postmaster.pid"))
-        lock = os.path.join(args.dir, f".s.PGSQL.{args.port}.lock")
-        if os.path.exists(lock):
-            os.unlink(lock)
-    return len(children)
-
-
-# Starts the cluster with pg_ctl (crash recovery runs first).
-def start_server():
-    done = subprocess.run([os.path.join(args.pg_bin, "pg_ctl"), "-D", DATA, "-l",
-                           os.path.join(args.dir, "server.log"), "-w", "-t", "120", "start"],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"pg_ctl start failed: {done.stdout}")
-
-
 # The receiver's log: one dict per request.
 def read_log():
     with open(args.receiver_log) as f:
@@ -276,10 +216,10 @@ def run_load(receiver):
             time.sleep(0.005)  # no receiver calls meanwhile: it is busy enough
         time.sleep(0.01)
     received = receiver.stats()["count"]
-    killed = kill_server()
+    killed = server_crash.kill_server(DATA, args.dir, args.port)
     print(f"killed the postmaster and {killed} children after {progress.value} appended "
           f"events and {received} requests received", flush=True)
-    start_server()
+    server_crash.start_server(args.pg_bin, DATA, os.path.join(args.dir, "server.log"))
     for a in appenders:
         a.join(150)
         if a.is_alive():

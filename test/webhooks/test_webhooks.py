@@ -63,41 +63,7 @@ RETRY_MAX = 2.0  # amebo.retry_max_delay
 DELIVERY_TIMEOUT = 2.0  # amebo.delivery_timeout
 HEALTHY_LATENCY_LIMIT = 1.0  # seconds from append to receipt for a healthy subscription
 
-T_START = time.monotonic()
-
-
-# ---------------------------------------------------------------------------------------
-# Checks
-
-
-# Seconds since the program started, for the check lines.
-def stamp():
-    return f"{time.monotonic() - T_START:6.1f}s"
-
-
-class Checks:
-    """Counts the checks of the running case; failed ones are kept by name."""
-
-    def __init__(self):
-        self.passed = 0
-        self.failed = []
-
-    # Records a check: prints ok or FAIL with what was checked (and detail on failure).
-    def check(self, condition, what, detail=""):
-        if condition:
-            self.passed += 1
-            print(f"  ok   {stamp()} {what}", flush=True)
-        else:
-            self.failed.append(what)
-            print(f"  FAIL {stamp()} {what}" + (f"\n         {detail}" if detail else ""),
-                  flush=True)
-        return bool(condition)
-
-    # Checks actual == expected, printing the actual value.
-    def eq(self, actual, expected, what):
-        return self.check(actual == expected, f"{what}: {actual!r}",
-                          f"expected {expected!r}, got {actual!r}")
-
+from checks import T_START, Checks  # noqa: E402
 
 checks = Checks()
 check = checks.check
