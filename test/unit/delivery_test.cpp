@@ -19,6 +19,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/delivery/dispatcher.hpp"
 #include "core/delivery/envelope.hpp"
 #include "core/delivery/feed_event.hpp"
 #include "core/delivery/matching.hpp"
@@ -766,6 +767,63 @@ void TestJsonContainment() {
 
 } // namespace
 
+// Events in a request's body: 1 for a single envelope, the array's length for a batch.
+size_t EventsIn(const Request &request) {
+    Json body = Json::parse(request.body);
+    return body.contains("events") ? body["events"].size() : 1;
+}
+
+// A batched subscription sends at once while it has nothing in flight; with a request in
+// flight, a batch that is not full waits for more events until the linger time ends.
+void TestBatchLinger() {
+    DispatchSettings settings;
+    settings.batch_linger_ms = 20;
+    Dispatcher dispatcher(settings);
+    Subscription subscription;
+    subscription.id = 1;
+    subscription.pattern = "*";
+    subscription.handler = "http://127.0.0.1:9/";
+    subscription.secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    subscription.batch_size = 4;
+    dispatcher.SetSubscriptions({subscription});
+    int64_t position = 0;
+    auto commit = [&](int events, int64_t now) {
+        for (int i = 0; i < events; i++) {
+            FeedEvent event = SampleEvent();
+            event.position = ++position;
+            event.event_id.back() = static_cast<char>('0' + position % 10);
+            dispatcher.AddEvent(event, now);
+        }
+        dispatcher.EndTransaction(static_cast<uint64_t>(position) * 100);
+    };
+    const int64_t start = 800000000000000;
+    commit(1, start);
+    std::vector<Request> first = dispatcher.TakeRequests(start, 0);
+    CHECK_EQ(first.size(), 1u);
+    CHECK_EQ(EventsIn(first.front()), 1u);
+    commit(2, start + 1000);
+    CHECK_EQ(dispatcher.TakeRequests(start + 1000, 0).size(), 0u);
+    CHECK_EQ(dispatcher.NextDeadline(start + 1000), 20000);
+    commit(2, start + 2000);
+    std::vector<Request> full = dispatcher.TakeRequests(start + 2000, 0);
+    CHECK_EQ(full.size(), 1u);
+    CHECK_EQ(full.empty() ? 0u : EventsIn(full.front()), 4u);
+    commit(1, start + 3000);
+    CHECK_EQ(dispatcher.TakeRequests(start + 22999, 0).size(), 0u);
+    std::vector<Request> late = dispatcher.TakeRequests(start + 23000, 0);
+    CHECK_EQ(late.size(), 1u);
+    for (const Request &request : first)
+        dispatcher.Finish(Response{request.tag, 200, "", 1.0, ""}, start + 24000);
+    for (const Request &request : full)
+        dispatcher.Finish(Response{request.tag, 200, "", 1.0, ""}, start + 24000);
+    for (const Request &request : late)
+        dispatcher.Finish(Response{request.tag, 200, "", 1.0, ""}, start + 24000);
+    commit(3, start + 25000);
+    std::vector<Request> idle = dispatcher.TakeRequests(start + 25000, 0);
+    CHECK_EQ(idle.size(), 1u);
+    CHECK_EQ(idle.empty() ? 0u : EventsIn(idle.front()), 3u);
+}
+
 int main() {
     TestSigning();
     TestBase64();
@@ -779,6 +837,7 @@ int main() {
     TestRetryAfter();
     TestActionMatching();
     TestJsonContainment();
+    TestBatchLinger();
     std::cout << "delivery_test: " << checks_run - checks_failed << " of " << checks_run
               << " checks passed\n";
     return checks_failed == 0 ? 0 : 1;

@@ -272,7 +272,7 @@ std::vector<Request> Dispatcher::TakeRequests(int64_t now, int64_t unix_seconds)
                 message = std::move(queue.stored_waiting.front());
                 queue.stored_waiting.pop_front();
                 backlog_--;
-            } else if (!queue.waiting.empty() && !queue.blocked) {
+            } else if (!queue.waiting.empty() && !queue.blocked && !Lingers(queue, now)) {
                 message = std::make_unique<Message>();
                 message->subscription_id = queue.subscription.id;
                 size_t take = std::min<size_t>(queue.waiting.size(),
@@ -410,19 +410,31 @@ size_t Dispatcher::Limit(const Subscription &subscription) const {
     return subscription.ordered ? 1 : settings_.max_requests_per_subscription;
 }
 
+// True when the queue's waiting events do not fill a batch and should wait for more: the
+// subscription batches, has a request in flight, and its oldest event is within the linger.
+bool Dispatcher::Lingers(const Queue &queue, int64_t now) const {
+    size_t batch_size = static_cast<size_t>(std::max(1, queue.subscription.batch_size));
+    return batch_size > 1 && queue.waiting.size() < batch_size && queue.in_flight > 0 &&
+           now - queue.waiting.front().queued_at < settings_.batch_linger_ms * 1000;
+}
+
 int64_t Dispatcher::NextDeadline(int64_t now) const {
     int64_t earliest = -1;
-    int64_t hold = settings_.hold_ms * 1000;
-    auto consider = [&](int64_t since) {
-        int64_t left = std::max<int64_t>(0, since + hold - now);
+    auto consider = [&](int64_t deadline) {
+        int64_t left = std::max<int64_t>(0, deadline - now);
         earliest = earliest < 0 ? left : std::min(earliest, left);
     };
+    int64_t hold = settings_.hold_ms * 1000;
     for (const auto &[tag, message] : in_flight_)
         if (!message->stored)
-            consider(message->started_at);
-    for (const auto &[id, queue] : queues_)
-        if (!queue->waiting.empty())
-            consider(queue->waiting.front().queued_at);
+            consider(message->started_at + hold);
+    for (const auto &[id, queue] : queues_) {
+        if (queue->waiting.empty())
+            continue;
+        consider(queue->waiting.front().queued_at + hold);
+        if (Lingers(*queue, now))
+            consider(queue->waiting.front().queued_at + settings_.batch_linger_ms * 1000);
+    }
     return earliest;
 }
 

@@ -40,7 +40,10 @@ struct Subscription {
 struct DispatchSettings {
     size_t max_requests = 64;                  // in flight overall
     size_t max_requests_per_subscription = 16; // in flight per unordered subscription
-    int64_t hold_ms = 1000;       // a new message not done by then is stored, freeing the slot
+    int64_t hold_ms = 1000; // a new message not done by then is stored, freeing the slot
+    // A batched subscription with a request in flight sends a batch that is not full only
+    // after its first event has waited this long, so that batches fill under load.
+    int64_t batch_linger_ms = 20;
     int64_t retry_base_ms = 1000; // first retry delay
     int64_t retry_max_ms = 3600 * 1000;
     int64_t request_timeout_ms = 10000;
@@ -149,7 +152,7 @@ class Dispatcher {
     // True when every transaction added so far is handled.
     bool Settled() const { return transactions_.empty() && open_ == nullptr; }
 
-    // Microseconds until the earliest hold deadline, or -1 when none.
+    // Microseconds until the earliest hold or batch linger deadline, or -1 when none.
     int64_t NextDeadline(int64_t now) const;
 
     // Figures per subscription.
@@ -172,6 +175,7 @@ class Dispatcher {
     void Send(Queue &queue, std::unique_ptr<Message> message, int64_t now, int64_t unix_seconds,
               std::vector<Request> *requests);
     size_t Limit(const Subscription &subscription) const;
+    bool Lingers(const Queue &queue, int64_t now) const;
     bool Matches(const Subscription &subscription, const FeedEvent &event,
                  std::optional<nlohmann::json> &payload) const;
     int64_t RetryAt(int attempt, const Response &response, int64_t now);
