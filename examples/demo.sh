@@ -24,7 +24,10 @@ receiver_pid=
 
 # Stops the receiver and the cluster; fails if a process of the demo is still running.
 stop_everything() {
-    [ -z "$receiver_pid" ] || { kill "$receiver_pid" 2>/dev/null && wait "$receiver_pid"; } || true
+    if [ -n "$receiver_pid" ]; then
+        kill "$receiver_pid" 2>/dev/null || true
+        wait "$receiver_pid" || true
+    fi
     cluster_stop "$work/cluster" || true
     if pgrep -f "$work" >/dev/null; then
         echo "still running:" && pgrep -a -f "$work"
