@@ -17,6 +17,7 @@ packages=(
     libssl-dev
     libipc-run-perl
     nginx
+    procps
 )
 
 # valijson is header-only, but Debian's libvalijson-dev depends on the libraries of every
