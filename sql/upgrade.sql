@@ -55,7 +55,27 @@ FROM amebo.subscriptions WHERE name = 'placed';
 SELECT amebo.replay_subscription('shop', 'placed', 0::bigint) AS replayed;
 SELECT application, name, action, state FROM amebo.subscription_list;
 SELECT amebo.append_event('order-1', 'order.placed', '{"total": 20}');
--- A fresh install of 1.3 has exactly the objects, and the tables pg_dump keeps, of the
+-- 1.3 -> 1.4: the delivery log moves into compact entries; the attempts logged under 1.3
+-- read the same through the amebo.delivery_log view.
+INSERT INTO amebo.delivery_log
+SELECT s.id, 'msg_' || n, ARRAY[n::bigint], 1, CASE WHEN n = 2 THEN 500 ELSE 200 END,
+       CASE WHEN n = 2 THEN 'HTTP 500' END, 1.5, '2026-01-01 00:00:00+00'::timestamptz + n * interval '1 s'
+FROM amebo.subscriptions s, generate_series(1, 3) n;
+CREATE TEMP TABLE log_before AS SELECT * FROM amebo.delivery_log;
+ALTER EXTENSION amebo UPDATE TO '1.4';
+SELECT extversion FROM pg_extension WHERE extname = 'amebo';
+SELECT subscription_id = (SELECT id FROM amebo.subscriptions) AS same_subscription, webhook_id,
+       positions, attempt, status, error, duration_ms, attempted_at
+FROM amebo.delivery_log ORDER BY attempted_at;
+SELECT count(*) AS differing FROM (
+    (SELECT subscription_id, webhook_id, positions, attempt, status, error, duration_ms,
+            attempted_at FROM amebo.delivery_log EXCEPT SELECT * FROM log_before)
+    UNION ALL
+    (SELECT * FROM log_before EXCEPT SELECT subscription_id, webhook_id, positions, attempt,
+            status, error, duration_ms, attempted_at FROM amebo.delivery_log)) d;
+SELECT amebo.prune_delivery_log('1 second') AS pruned_attempts;
+SELECT count(*) AS left_after_prune FROM amebo.delivery_log;
+-- A fresh install of 1.4 has exactly the objects, and the tables pg_dump keeps, of the
 -- updated 1.2.
 CREATE TEMP TABLE updated_objects AS
 SELECT pg_describe_object(d.classid, d.objid, d.objsubid) AS object
