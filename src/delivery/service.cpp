@@ -151,6 +151,7 @@ bool DeliveryService::Start() {
         // A slot without a checkpoint is left from an earlier installation of amebo.
         worker::RunSql("SELECT pg_catalog.pg_drop_replication_slot($1)", {slot_name_});
     }
+    DropLostSlot();
     if (!SlotExists(slot_name_.c_str())) {
         BeginCatchUp(saved.empty() ? -1 : checkpoint_);
     } else if (!saved.empty() && ToInt(saved[0].at(1)) > checkpoint_) {
@@ -165,6 +166,22 @@ bool DeliveryService::Start() {
     }
     active_ = true;
     return true;
+}
+
+// Drops the slot if PostgreSQL invalidated it (its WAL passed max_slot_wal_keep_size), so
+// that a new one is created and the events after the checkpoint come from the events table.
+void DeliveryService::DropLostSlot() {
+    auto lost = worker::RunSql("SELECT pg_catalog.pg_drop_replication_slot(slot_name) "
+                               "FROM pg_catalog.pg_replication_slots "
+                               "WHERE slot_name = $1 AND wal_status = 'lost' AND NOT active",
+                               {slot_name_});
+    if (!lost.empty())
+        ereport(WARNING,
+                (errmsg("amebo: replication slot \"%s\" was invalidated; catching up from the "
+                        "delivery checkpoint (position %lld) instead",
+                        slot_name_.c_str(), static_cast<long long>(checkpoint_)),
+                 errhint("The slot kept more WAL than max_slot_wal_keep_size while delivery "
+                         "lagged.")));
 }
 
 // Creates the slot and plans the catch-up of what committed before it, after checkpoint

@@ -44,6 +44,7 @@ class DeliveryService : private QueueSink {
     void Commit(uint64_t lsn) override;
 
     bool Start();
+    void DropLostSlot();
     void BeginCatchUp(int64_t checkpoint);
     void CatchUp();
     void LoadSubscriptions();

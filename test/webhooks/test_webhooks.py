@@ -974,6 +974,62 @@ def case_drop_database(conn, rcv, subs):
 
 # ---------------------------------------------------------------------------------------
 
+# ---------------------------------------------------------------------------------------
+# Case 13: the slot invalidated by max_slot_wal_keep_size while delivery lagged
+
+
+# Runs a CHECKPOINT on its own connection (it waits while the stopped worker holds the slot).
+def checkpoint_in_background():
+    def run():
+        with db() as other:
+            other.execute("CHECKPOINT")
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def case_lost_slot(conn, rcv, subs):
+    create_actions(conn, "c13.x")
+    subs.create("c13", "c13.x", "/c13")
+    first, _ = append(conn, "c13-s", "c13.x", {"n": 0})
+    wait_deliveries(conn)
+    pid = one(conn, "SELECT pid FROM amebo.worker_status()")
+    conn.execute("ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'")
+    conn.execute("SELECT pg_reload_conf()")
+    ids = []
+    # The worker stopped (SIGSTOP) cannot confirm its slot; five WAL segments later a
+    # checkpoint invalidates the slot, terminating the worker once it runs again.
+    os.kill(pid, signal.SIGSTOP)
+    watchdog = threading.Timer(30, lambda: os.kill(pid, signal.SIGCONT))
+    watchdog.start()
+    try:
+        for n in range(1, 6):
+            ids.append(append(conn, "c13-s", "c13.x", {"n": n})[0])
+            conn.execute("SELECT pg_switch_wal()")
+        checkpoint = checkpoint_in_background()
+        time.sleep(1.0)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        watchdog.cancel()
+    checkpoint.join(30)
+    check(not checkpoint.is_alive(), "the checkpoint that invalidates the slot finished")
+    try:
+        ok, took = wait_deliveries(conn, 30)
+        check(ok, f"wait_for_deliveries after the slot was lost: {took:.2f} s")
+        got = delivered_ids(rcv.client.requests("/c13"))
+        eq(sorted(set(got) & set(ids)), sorted(ids),
+           "the 5 events appended while the worker was stopped arrive (caught up from the table)")
+        check(first in got, "the event delivered before arrives too")
+        slots = rows(conn, "SELECT slot_name, wal_status FROM pg_replication_slots "
+                           "WHERE slot_name LIKE 'amebo%'")
+        check(len(slots) == 1 and slots[0][1] != "lost", f"a new slot replaced it: {slots}")
+        check(one(conn, "SELECT pid FROM amebo.worker_status()") not in (None, pid),
+              "a new worker process delivers")
+    finally:
+        conn.execute("ALTER SYSTEM RESET max_slot_wal_keep_size")
+        conn.execute("SELECT pg_reload_conf()")
+
+
 CASES = [
     (1, "matching, exactly once, filters, batches, bodies", case_matching),
     (2, "failing endpoint: backoff, dead, redeliver, healthy unaffected", case_failing),
@@ -987,6 +1043,7 @@ CASES = [
     (11, "events appended right after create_subscription", case_new_subscription),
     (10, "worker across DROP/CREATE EXTENSION and a reload", case_lifecycle),
     (12, "worker across a move, DROP DATABASE and CREATE DATABASE", case_drop_database),
+    (13, "slot invalidated by max_slot_wal_keep_size: a new slot and a catch-up", case_lost_slot),
 ]
 
 
