@@ -4,7 +4,6 @@ The database comes from the PG* environment variables and must have CREATE EXTEN
 examples/users/users.sql (the server-side "users" projection) and examples/python/setup.sql
 loaded. Run from this folder:
   PGHOST=127.0.0.1 PGPORT=5432 PGUSER=postgres PGDATABASE=app python3 test_users.py
-The last line is "<label>: N passed, N failed" (label from AMEBO_TEST_LABEL).
 """
 import json
 import os
@@ -285,14 +284,5 @@ class HttpServiceTest(unittest.TestCase):
         self.assertIn("/email", body["error"])
 
 
-# Runs the tests and prints the summary line; exits 1 when any failed.
-def main():
-    result = unittest.main(exit=False, verbosity=2).result
-    failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
-    passed = result.testsRun - failed - len(result.skipped)
-    print(f"{os.environ.get('AMEBO_TEST_LABEL', 'python')}: {passed} passed, {failed} failed")
-    sys.exit(0 if result.wasSuccessful() else 1)
-
-
 if __name__ == "__main__":
-    main()
+    unittest.main(verbosity=2)
