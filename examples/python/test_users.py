@@ -14,6 +14,7 @@ import unittest
 import urllib.error
 import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 from amebo_store import (AggregateNotFound, AmeboEventStore, ConcurrencyError,
@@ -268,6 +269,25 @@ class HttpServiceTest(unittest.TestCase):
         status, body = http(self.base_url, "POST", path + "/verify-email")
         self.assertEqual(status, 409)
         self.assertIn("already verified", body["error"])
+
+    # Concurrent requests: creates all succeed and are readable at once; of concurrent
+    # verifications of one user exactly one succeeds, the others get 409 (a version conflict
+    # or "already verified", depending on when each loaded the user).
+    def test_concurrent_requests(self):
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            created = list(pool.map(lambda i: http(self.base_url, "POST", "/users", {
+                "email": f"many{i}@example.com", "name": f"Many {i}"}), range(16)))
+            self.assertEqual([status for status, _ in created], [201] * 16)
+            reads = list(pool.map(lambda c: http(self.base_url, "GET", f"/users/{c[1]['user_id']}"),
+                                  created))
+            self.assertEqual(sorted(user["email"] for _, user in reads),
+                             sorted(f"many{i}@example.com" for i in range(16)))
+            path = f"/users/{created[0][1]['user_id']}"
+            verified = list(pool.map(lambda _: http(self.base_url, "POST", path + "/verify-email"),
+                                     range(8)))
+        self.assertEqual(sorted(status for status, _ in verified), [200] + [409] * 7)
+        status, user = http(self.base_url, "GET", path)
+        self.assertEqual((status, user["status"], user["version"]), (200, "active", 2))
 
     # Unknown users are 404, a malformed body 400, a payload failing its schema 422.
     def test_errors(self):

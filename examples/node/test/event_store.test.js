@@ -22,7 +22,9 @@ function newStream() {
 
 // The balance of an account stream: the sum of its deposits.
 function balance(events) {
-  return events.reduce((sum, e) => sum + (e.action === 'account.deposited' ? e.payload.amount : 0), 0);
+  return events
+    .filter((e) => e.action === 'account.deposited')
+    .reduce((sum, e) => sum + e.payload.amount, 0);
 }
 
 test('append and read a stream', async () => {
@@ -119,7 +121,8 @@ test('through pgbouncer, named (prepared) queries of two clients collide',
       await clients[0].query(named('SELECT amebo.stream_version($1)'));
       await assert.rejects(clients[1].query(named('SELECT amebo.stream_version($1) + 0')),
         (error) => error.code === '42P05');
-      const unnamed = await clients[1].query('SELECT amebo.stream_version($1) + 0 AS v', [newStream()]);
+      const unnamed = await clients[1].query('SELECT amebo.stream_version($1) + 0 AS v',
+        [newStream()]);
       assert.equal(unnamed.rows[0].v, '0');
       await clients[0].query('DEALLOCATE ALL');
     } finally {
