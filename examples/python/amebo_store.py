@@ -43,7 +43,7 @@ def connect(conninfo="", **kwargs):
     return psycopg.connect(conninfo, autocommit=True, **kwargs)
 
 
-# Turns amebo's SQLSTATEs into this module's exceptions; other errors are returned as they are.
+# Turns amebo's SQLSTATEs into this module's exceptions; None for other errors.
 def translate_error(error, stream, expected_version):
     if error.sqlstate == "AM001":
         return ConcurrencyError(stream, expected_version, error)
@@ -51,15 +51,16 @@ def translate_error(error, stream, expected_version):
         return DuplicateEventError(error.diag.message_primary)
     if error.sqlstate in ("AM004", "AM005"):
         return SchemaRejected(error.diag.message_primary)
-    return error
+    return None
 
 
 # The JSON object append_events takes for one new event.
 def event_for_batch(event):
     item = {"action": event["action"], "payload": event["payload"]}
-    for key in ("metadata", "event_id"):
-        if event.get(key) is not None:
-            item[key] = str(event[key]) if key == "event_id" else event[key]
+    if event.get("metadata") is not None:
+        item["metadata"] = event["metadata"]
+    if event.get("event_id") is not None:
+        item["event_id"] = str(event["event_id"])
     return item
 
 
@@ -82,7 +83,10 @@ class AmeboEventStore:
                 (stream, Jsonb([event_for_batch(e) for e in events]), expected_version),
             ).fetchone()[0]
         except psycopg.Error as error:
-            raise translate_error(error, stream, expected_version) from error
+            translated = translate_error(error, stream, expected_version)
+            if translated is None:
+                raise
+            raise translated from error
 
     # Appends one event with append_event.
     def _append_one(self, stream, event, expected_version):

@@ -150,6 +150,15 @@ class EventSourcingTest(StoreTestCase):
         with self.assertRaises(SchemaRejected):
             self.command_handler.handle_create_user(
                 {"user_id": user_id, "email": "ok@example.com", "name": ""})
+        # An unregistered action under amebo.unknown_actions = reject (set for this
+        # transaction only: SET LOCAL is also what works through pgbouncer) is AM005.
+        unregistered = {"action": "user.nickname_set", "payload": {"nickname": "x"}}
+        with self.assertRaises(SchemaRejected) as caught:
+            with self.conn.transaction():
+                self.conn.execute("SET LOCAL amebo.unknown_actions = 'reject'")
+                self.event_store.save_events(f"user-{user_id}", [unregistered], None)
+        self.assertEqual(caught.exception.__cause__.sqlstate, "AM005")
+        self.assertEqual(self.event_store.save_events(f"user-{user_id}", [unregistered], None), 1)
 
     # Loading a user that has no events raises AggregateNotFound.
     def test_load_missing_aggregate(self):
