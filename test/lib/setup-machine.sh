@@ -18,6 +18,10 @@ packages=(
     libipc-run-perl
     nginx
     procps
+    python3-flask
+    pgbouncer
+    nodejs
+    npm
 )
 
 # valijson is header-only, but Debian's libvalijson-dev depends on the libraries of every
@@ -35,9 +39,18 @@ fetch_valijson_headers() {
     dpkg-deb -x "$deps"/download/libvalijson-dev_*.deb "$deps/valijson"
 }
 
+# Whether a package, or an installed package that provides it, is installed (some nodejs
+# builds provide npm and conflict with Debian's npm package). grep reads all its input:
+# with -q it could exit early and fail the pipeline (pipefail) through SIGPIPE.
+is_installed() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed" ||
+        dpkg-query -W -f='${Provides}\n' 2>/dev/null | tr ',' '\n' | sed 's/ *(.*//; s/^ *//' |
+        grep -x -- "$1" >/dev/null
+}
+
 missing=()
 for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    is_installed "$p" || missing+=("$p")
 done
 if [ ${#missing[@]} -eq 0 ]; then
     fetch_valijson_headers

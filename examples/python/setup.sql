@@ -1,0 +1,48 @@
+-- The Python example's read model and its registered actions. Load it once into a database
+-- that has CREATE EXTENSION amebo (1.2 or later):
+--   psql -v ON_ERROR_STOP=1 -f examples/python/setup.sql
+-- The actions get JSON Schemas, so amebo refuses a bad payload (SQLSTATE AM004) before it
+-- is stored; the Python client turns that into SchemaRejected (HTTP 422 in app.py).
+
+CREATE SCHEMA readmodel;
+
+-- UserProjection's read model: one row per user.
+CREATE TABLE readmodel.users (
+    user_id     text PRIMARY KEY,
+    email       text NOT NULL,
+    name        text NOT NULL,
+    status      text NOT NULL,
+    created_at  timestamptz NOT NULL,
+    verified_at timestamptz,
+    version     bigint NOT NULL
+);
+
+-- The last amebo.events position each client-side projection applied.
+CREATE TABLE readmodel.checkpoints (
+    projection text PRIMARY KEY,
+    position   bigint NOT NULL
+);
+INSERT INTO readmodel.checkpoints VALUES ('users', 0);
+
+DO $$
+BEGIN
+    PERFORM amebo.create_application('users-service');
+    PERFORM amebo.create_action('user.created', 'users-service', '{
+        "type": "object",
+        "required": ["user_id", "email", "name"],
+        "properties": {
+            "user_id": {"type": "string", "format": "uuid"},
+            "email": {"type": "string", "format": "email"},
+            "name": {"type": "string", "minLength": 1}
+        }
+    }');
+    PERFORM amebo.create_action('user.email_verified', 'users-service', '{
+        "type": "object",
+        "required": ["user_id", "verified_at"],
+        "properties": {
+            "user_id": {"type": "string", "format": "uuid"},
+            "verified_at": {"type": "string", "format": "date-time"}
+        }
+    }');
+END
+$$;
