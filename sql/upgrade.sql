@@ -55,8 +55,23 @@ FROM amebo.subscriptions WHERE name = 'placed';
 SELECT amebo.replay_subscription('shop', 'placed', 0::bigint) AS replayed;
 SELECT application, name, action, state FROM amebo.subscription_list;
 SELECT amebo.append_event('order-1', 'order.placed', '{"total": 20}');
--- A fresh install of 1.3 has exactly the objects, and the tables pg_dump keeps, of the
--- updated 1.2.
+-- 1.3 -> 1.4 (dump and restore): pg_dump keeps the subscriptions' and stored messages'
+-- identity sequences and the attempt log; the delivery queue shows only this database's slot.
+SELECT c::regclass::text AS newly_dumped FROM pg_extension e, unnest(e.extconfig) c
+WHERE e.extname = 'amebo' AND c::regclass::text IN
+      ('amebo.subscriptions_id_seq', 'amebo.deliveries_id_seq', 'amebo.delivery_log');
+ALTER EXTENSION amebo UPDATE TO '1.4';
+SELECT extversion FROM pg_extension WHERE extname = 'amebo';
+SELECT c::regclass::text AS newly_dumped FROM pg_extension e, unnest(e.extconfig) c
+WHERE e.extname = 'amebo' AND c::regclass::text IN
+      ('amebo.subscriptions_id_seq', 'amebo.deliveries_id_seq', 'amebo.delivery_log')
+ORDER BY 1;
+SELECT amebo.append_event('order-1', 'order.placed', '{"total": 30}');
+-- A fresh install of 1.4 has exactly the objects, the tables pg_dump keeps, and the views of
+-- the updated 1.2.
+CREATE TEMP TABLE updated_views AS
+SELECT c.oid::regclass::text AS view, pg_get_viewdef(c.oid) AS definition
+FROM pg_class c WHERE c.relnamespace = 'amebo'::regnamespace AND c.relkind = 'v';
 CREATE TEMP TABLE updated_objects AS
 SELECT pg_describe_object(d.classid, d.objid, d.objsubid) AS object
 FROM pg_depend d JOIN pg_extension e ON d.refobjid = e.oid
@@ -74,6 +89,9 @@ SELECT (SELECT count(*) FROM updated_objects) AS updated, (SELECT count(*) FROM 
 (SELECT 'only updated' AS side, object FROM updated_objects EXCEPT SELECT 'only updated', object FROM fresh_objects)
 UNION ALL
 (SELECT 'only fresh', object FROM fresh_objects EXCEPT SELECT 'only fresh', object FROM updated_objects);
+SELECT count(*) AS views FROM updated_views;
+SELECT view AS differing_view FROM updated_views u
+WHERE u.definition IS DISTINCT FROM (SELECT pg_get_viewdef(u.view::regclass));
 SELECT dumped FROM updated_dumped ORDER BY dumped;
 (SELECT c::regclass::text FROM pg_extension e, unnest(e.extconfig) c WHERE e.extname = 'amebo'
  EXCEPT SELECT dumped FROM updated_dumped)
