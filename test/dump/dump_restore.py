@@ -6,13 +6,17 @@ example, subscriptions against test/lib/receiver.py: one delivering, one paused 
 messages, one dead-lettering, one with a filter, ordered and batched), lets the worker settle,
 moves the worker away, dumps with pg_dump -Fc and restores with pg_restore into a fresh
 database of the same cluster, then checks with queries:
-  - every table pg_dump must keep is marked for it (pg_extension_config_dump), sequences too;
+  - every table pg_dump must keep is marked for it (pg_extension_config_dump), sequences too,
+    and pg_dump --exclude-table-data=amebo.delivery_log leaves out only the attempt log;
   - every amebo table, every read-model table and every amebo sequence equal the source's;
+  - the same after pg_restore --single-transaction into the worker's database of a fresh
+    cluster, whose worker then keeps the restored checkpoint and delivers new events;
   - the restored database goes on: appends continue at the right versions (AM001 on a
-    conflict), new positions and subscription ids are above every restored one, an idempotent
-    retry of a restored event_id returns its version, schemas validate at their version,
-    projections apply (inline at once, async by run_projection), snapshots load and state
-    folds, the status views show this database's (not the source's) slot and worker;
+    conflict), new positions and subscription and message ids are above every restored one,
+    an idempotent retry of a restored event_id returns its version, schemas validate at their
+    version, projections apply (inline at once, async by run_projection), snapshots load and
+    state folds, the status views show this database's (not the source's) slot and worker
+    figures;
   - then the worker is pointed at the restored database: it creates its own slot, catches up
     the events after the restored delivery checkpoint (and only those) and delivers them.
 Prints its figures; exits 1 when a check failed.
@@ -34,6 +38,8 @@ parser.add_argument("--host", required=True, help="socket directory of the test 
 parser.add_argument("--port", type=int, required=True)
 parser.add_argument("--pg-bin", required=True, help="folder of pg_dump and pg_restore")
 parser.add_argument("--work", required=True, help="folder for the dump and the receiver's log")
+parser.add_argument("--fresh-host", required=True, help="socket directory of a fresh cluster")
+parser.add_argument("--fresh-port", type=int, required=True)
 args = parser.parse_args()
 
 TOP = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
@@ -44,10 +50,10 @@ checks = Checks()
 NOT_DUMPED = set()
 
 
-# A connection to a database of the test cluster, in autocommit mode.
-def connect(dbname):
-    return psycopg.connect(host=args.host, port=args.port, user="postgres", dbname=dbname,
-                           autocommit=True)
+# A connection to a database of the test cluster (or of another), in autocommit mode.
+def connect(dbname, host=None, port=None):
+    return psycopg.connect(host=host or args.host, port=port or args.port, user="postgres",
+                           dbname=dbname, autocommit=True)
 
 
 # The first column of the first row of a query.
@@ -148,20 +154,20 @@ def sequence_state(conn, sequence):
     return conn.execute(f"SELECT last_value, is_called FROM {sequence}").fetchone()
 
 
-# Compares every listed table and sequence between the two databases; returns rows compared.
-def compare(src, dst, tables, sequences):
+# Compares every listed table and sequence between two databases; returns rows compared.
+def compare(src, dst, tables, sequences, label):
     rows = 0
     for table in tables:
         before, after = table_digest(src, table), table_digest(dst, table)
-        checks.eq(after, before, f"{table}: rows and digest")
+        checks.eq(after, before, f"{label}: {table}: rows and digest")
         rows += before[0]
     for sequence in sequences:
         checks.eq(sequence_state(dst, sequence), sequence_state(src, sequence),
-                  f"{sequence}: last value, is_called")
+                  f"{label}: {sequence}: last value, is_called")
     stream_versions = ("SELECT md5(string_agg(s || ':' || amebo.stream_version(s), ',' ORDER BY s)) "
                        "FROM (SELECT DISTINCT stream s FROM amebo.events) x")
     checks.eq(value(dst, stream_versions), value(src, stream_versions),
-              "stream_version of every stream (digest)")
+              f"{label}: stream_version of every stream (digest)")
     return rows
 
 
@@ -290,10 +296,10 @@ def check_worker_on_restored(admin, dst, receiver, checkpoint):
                 "'user_id', 'u' || i, 'email', 'u' || i || '@example.com', 'name', 'U' || i)) "
                 "FROM generate_series(21, 25) i")
     before = len(receiver.client.requests())
+    started = time.monotonic()
     move_worker(admin, RESTORED)
     checks.check(wait_until(dst, "SELECT coalesce((SELECT database FROM amebo.worker_status()) "
                             f"= '{RESTORED}', false)", 30), "the worker moved to the restored database")
-    started = time.monotonic()
     checks.check(value(dst, "SELECT amebo.wait_for_deliveries(60)"),
                  "the worker handled every event of the restored database")
     drain = time.monotonic() - started
@@ -315,7 +321,7 @@ def check_worker_on_restored(admin, dst, receiver, checkpoint):
                          "AND action LIKE 'order.%%'", (checkpoint,)),
               "the paused subscription queued the caught-up events too")
     print(f"  worker on the restored database: {len(new)} requests for {len(expected)} "
-          f"deliveries after checkpoint {checkpoint} in {drain:.1f} s")
+          f"deliveries after checkpoint {checkpoint}, {drain:.1f} s from the move")
 
 
 # The connection options of pg_dump and pg_restore.
@@ -369,6 +375,35 @@ def check_figures_stay_in_their_database(src, dst, receiver):
                  "the source delivered the held request")
 
 
+# Restores the dump into the database a fresh cluster's worker serves, in one transaction (the
+# worker starts on the extension only once everything is in), and checks that it equals the
+# source and that the worker goes on from the restored checkpoint.
+def check_fresh_cluster(src, dump_path, receiver, tables, sequences):
+    started = time.monotonic()
+    subprocess.run([os.path.join(args.pg_bin, "pg_restore"), "-h", args.fresh_host,
+                    "-p", str(args.fresh_port), "-U", "postgres", "--single-transaction",
+                    "--exit-on-error", "-d", "postgres", dump_path], check=True)
+    restore_s = time.monotonic() - started
+    with connect("postgres", args.fresh_host, args.fresh_port) as fresh:
+        checks.check(wait_until(fresh, "SELECT EXISTS (SELECT FROM amebo.delivery_queue "
+                                "WHERE active)", 30), "fresh cluster: the worker took over")
+        kept = [t for t in tables if t != "amebo.delivery_checkpoint"]
+        compare(src, fresh, kept, sequences, "fresh cluster")
+        checkpoint = "SELECT position FROM amebo.delivery_checkpoint"
+        checks.eq(value(fresh, checkpoint), value(src, checkpoint),
+                  "fresh cluster: the worker kept the restored checkpoint")
+        top = value(fresh, "SELECT max(position) FROM amebo.events")
+        fresh.execute("SELECT amebo.append_event('order-' || i, 'order.placed', jsonb_build_object("
+                      "'order_id', 'o' || i, 'currency', 'EUR')) FROM generate_series(81, 85) i")
+        checks.check(value(fresh, "SELECT amebo.wait_for_deliveries(30)"),
+                     "fresh cluster: new events delivered")
+        sent = {e["position"] for r in receiver.client.requests("/orders")
+                for e in r["body"]["events"] if e["stream"] in {f"order-{i}" for i in range(81, 86)}}
+        checks.eq(sorted(sent), list(range(top + 1, top + 6)),
+                  "fresh cluster: the new events' positions follow the restored ones, delivered")
+    print(f"  fresh cluster: restored in one transaction in {restore_s:.2f} s")
+
+
 # Builds, dumps, restores and compares; returns the exit status.
 def main():
     secret = None
@@ -388,7 +423,8 @@ def main():
             check_log_can_be_left_out(dump_path)
             with connect(RESTORED) as dst:
                 user_tables = ["shop.order_totals", "shop.action_counts", "public.users"]
-                rows = compare(src, dst, tables + user_tables, sequences)
+                rows = compare(src, dst, tables + user_tables, sequences, RESTORED)
+                check_fresh_cluster(src, dump_path, receiver, tables + user_tables, sequences)
                 checkpoint = check_views_without_worker(src, dst)
                 check_goes_on(src, dst)
                 check_figures_stay_in_their_database(src, dst, receiver)
