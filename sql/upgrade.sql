@@ -89,6 +89,13 @@ SELECT (SELECT count(*) FROM updated_objects) AS updated, (SELECT count(*) FROM 
 (SELECT 'only updated' AS side, object FROM updated_objects EXCEPT SELECT 'only updated', object FROM fresh_objects)
 UNION ALL
 (SELECT 'only fresh', object FROM fresh_objects EXCEPT SELECT 'only fresh', object FROM updated_objects);
+-- pg_dump keeps every row of a dumped table (no WHERE filters): a fresh install must put none
+-- there itself, or a restore would insert them twice.
+SELECT c::regclass::text AS dumped_table_with_rows
+FROM pg_extension e, unnest(e.extconfig) c
+WHERE e.extname = 'amebo' AND (SELECT relkind FROM pg_class WHERE oid = c) = 'r'
+  AND (xpath('/row/n/text()', query_to_xml(format('SELECT count(*) AS n FROM %s', c::regclass),
+                                           false, true, '')))[1]::text::bigint > 0;
 SELECT count(*) AS views FROM updated_views;
 SELECT view AS differing_view FROM updated_views u
 WHERE u.definition IS DISTINCT FROM (SELECT pg_get_viewdef(u.view::regclass));
