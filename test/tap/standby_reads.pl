@@ -62,6 +62,7 @@ sub refused_on_standby
 	like($stderr, qr/ERROR:\s+25006: .*(read-only transaction|during recovery)/,
 		"$what: 25006 read_only_sql_transaction")
 	  or diag($stderr);
+	note("$what: " . ($stderr =~ /ERROR:\s+(.*)/ ? $1 : ''));
 	return;
 }
 
