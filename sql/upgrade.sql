@@ -55,15 +55,24 @@ FROM amebo.subscriptions WHERE name = 'placed';
 SELECT amebo.replay_subscription('shop', 'placed', 0::bigint) AS replayed;
 SELECT application, name, action, state FROM amebo.subscription_list;
 SELECT amebo.append_event('order-1', 'order.placed', '{"total": 20}');
--- 1.3 -> 1.4: the delivery log moves into compact entries; the attempts logged under 1.3
--- read the same through the amebo.delivery_log view.
+-- 1.3 -> 1.4: the delivery log moves into compact entries (the attempts logged under 1.3
+-- read the same through the amebo.delivery_log view); pg_dump keeps the subscriptions' and
+-- stored messages' identity sequences and the attempt log; the delivery queue shows only
+-- this database's slot.
 INSERT INTO amebo.delivery_log
 SELECT s.id, 'msg_' || n, ARRAY[n::bigint], 1, CASE WHEN n = 2 THEN 500 ELSE 200 END,
        CASE WHEN n = 2 THEN 'HTTP 500' END, 1.5, '2026-01-01 00:00:00+00'::timestamptz + n * interval '1 s'
 FROM amebo.subscriptions s, generate_series(1, 3) n;
 CREATE TEMP TABLE log_before AS SELECT * FROM amebo.delivery_log;
+SELECT c::regclass::text AS newly_dumped FROM pg_extension e, unnest(e.extconfig) c
+WHERE e.extname = 'amebo' AND c::regclass::text IN
+      ('amebo.subscriptions_id_seq', 'amebo.deliveries_id_seq', 'amebo.delivery_log_entries');
 ALTER EXTENSION amebo UPDATE TO '1.4';
 SELECT extversion FROM pg_extension WHERE extname = 'amebo';
+SELECT c::regclass::text AS newly_dumped FROM pg_extension e, unnest(e.extconfig) c
+WHERE e.extname = 'amebo' AND c::regclass::text IN
+      ('amebo.subscriptions_id_seq', 'amebo.deliveries_id_seq', 'amebo.delivery_log_entries')
+ORDER BY 1;
 SELECT subscription_id = (SELECT id FROM amebo.subscriptions) AS same_subscription, webhook_id,
        positions, attempt, status, error, duration_ms, attempted_at
 FROM amebo.delivery_log ORDER BY attempted_at;
@@ -75,8 +84,12 @@ SELECT count(*) AS differing FROM (
             status, error, duration_ms, attempted_at FROM amebo.delivery_log)) d;
 SELECT amebo.prune_delivery_log('1 second') AS pruned_attempts;
 SELECT count(*) AS left_after_prune FROM amebo.delivery_log;
--- A fresh install of 1.4 has exactly the objects, and the tables pg_dump keeps, of the
--- updated 1.2.
+SELECT amebo.append_event('order-1', 'order.placed', '{"total": 30}');
+-- A fresh install of 1.4 has exactly the objects, the tables pg_dump keeps, and the views of
+-- the updated 1.2.
+CREATE TEMP TABLE updated_views AS
+SELECT c.oid::regclass::text AS view, pg_get_viewdef(c.oid) AS definition
+FROM pg_class c WHERE c.relnamespace = 'amebo'::regnamespace AND c.relkind = 'v';
 CREATE TEMP TABLE updated_objects AS
 SELECT pg_describe_object(d.classid, d.objid, d.objsubid) AS object
 FROM pg_depend d JOIN pg_extension e ON d.refobjid = e.oid
@@ -94,6 +107,16 @@ SELECT (SELECT count(*) FROM updated_objects) AS updated, (SELECT count(*) FROM 
 (SELECT 'only updated' AS side, object FROM updated_objects EXCEPT SELECT 'only updated', object FROM fresh_objects)
 UNION ALL
 (SELECT 'only fresh', object FROM fresh_objects EXCEPT SELECT 'only fresh', object FROM updated_objects);
+-- pg_dump keeps every row of a dumped table (no WHERE filters): a fresh install must put none
+-- there itself, or a restore would insert them twice.
+SELECT c::regclass::text AS dumped_table_with_rows
+FROM pg_extension e, unnest(e.extconfig) c
+WHERE e.extname = 'amebo' AND (SELECT relkind FROM pg_class WHERE oid = c) = 'r'
+  AND (xpath('/row/n/text()', query_to_xml(format('SELECT count(*) AS n FROM %s', c::regclass),
+                                           false, true, '')))[1]::text::bigint > 0;
+SELECT count(*) AS views FROM updated_views;
+SELECT view AS differing_view FROM updated_views u
+WHERE u.definition IS DISTINCT FROM (SELECT pg_get_viewdef(u.view::regclass));
 SELECT dumped FROM updated_dumped ORDER BY dumped;
 (SELECT c::regclass::text FROM pg_extension e, unnest(e.extconfig) c WHERE e.extname = 'amebo'
  EXCEPT SELECT dumped FROM updated_dumped)

@@ -411,6 +411,9 @@ PG_FUNCTION_INFO_V1(amebo_new_event_id);
 // amebo.append_event(stream, action, payload, expected_version, metadata, event_id)
 extern "C" Datum amebo_append_event(PG_FUNCTION_ARGS) {
     return pg::Entry([&] {
+        // Rows go into the heap without the executor, which would refuse them on a standby
+        // or in a READ ONLY transaction (25006): refuse them here, before anything else.
+        PreventCommandIfReadOnly("amebo.append_event()");
         text *stream = StreamArgument(fcinfo, 0);
         if (PG_ARGISNULL(1))
             NullArgument("action");
@@ -435,6 +438,7 @@ extern "C" Datum amebo_append_event(PG_FUNCTION_ARGS) {
 // amebo.append_events(stream, events, expected_version)
 extern "C" Datum amebo_append_events(PG_FUNCTION_ARGS) {
     return pg::Entry([&] {
+        PreventCommandIfReadOnly("amebo.append_events()");
         text *stream = StreamArgument(fcinfo, 0);
         if (PG_ARGISNULL(1))
             NullArgument("events");

@@ -20,6 +20,7 @@
 
 extern "C" {
 #include "access/xact.h"
+#include "commands/dbcommands.h"
 #include "executor/spi.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -452,7 +453,7 @@ extern "C" Datum amebo_note_subscription_change(PG_FUNCTION_ARGS) {
 }
 
 // amebo.delivery_worker_stats() -> (subscription_id, in_flight, queued) per subscription the
-// worker delivers to
+// worker delivers to; nothing in other databases (a restored copy has the same subscription ids)
 extern "C" Datum amebo_delivery_worker_stats(PG_FUNCTION_ARGS) {
     return pg::Entry([&] {
         InitMaterializedSRF(fcinfo, 0);
@@ -460,6 +461,9 @@ extern "C" Datum amebo_delivery_worker_stats(PG_FUNCTION_ARGS) {
         if (worker::g_shared == nullptr)
             return (Datum)0;
         worker::WorkerShared *copy = worker::CopyShared();
+        const char *here = get_database_name(MyDatabaseId);
+        if (here == nullptr || strcmp(copy->database, here) != 0)
+            return (Datum)0;
         for (int i = 0; copy->pid != 0 && i < copy->figure_count; i++) {
             const auto &figures = copy->figures[i];
             Datum values[3] = {Int64GetDatum(figures.subscription_id),
