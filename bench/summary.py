@@ -56,7 +56,7 @@ def table_row(section, header, row):
 def summary(text):
     facts = [line for line in text.splitlines()[:12]
              if line.startswith(("- date:", "- machine:", "- server:", "- amebo:"))]
-    lines = ["## Summary", "", "Every measure with a target, from the sections below (one run):",
+    lines = ["## Summary", "", "Every measure with a target in bench/RESULTS.md, all from one run of make bench:",
              ""] + facts + ["", "| benchmark | measure | value | target | result |",
                             "|---|---|---:|---|---|"]
     rows = measures(text)
