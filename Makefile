@@ -2,7 +2,8 @@
 # binary; runs on its own temporary cluster).  The full test run: test/run-all.sh.
 EXTENSION = amebo
 MODULE_big = amebo
-DATA = sql/amebo--1.0.sql sql/amebo--1.0--1.1.sql sql/amebo--1.1--1.2.sql sql/amebo--1.2--1.3.sql
+DATA = sql/amebo--1.0.sql sql/amebo--1.0--1.1.sql sql/amebo--1.1--1.2.sql sql/amebo--1.2--1.3.sql \
+	sql/amebo--1.3--1.4.sql
 PG_CONFIG ?= pg_config
 
 # Pure C++ modules: compiled without PostgreSQL's include path, so they cannot include it.
@@ -19,7 +20,7 @@ PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Wno-register -Wno-unused-parameter \
 SHLIB_LINK = -lcurl -lcrypto -lstdc++
 
 REGRESS = setup border append read_stream read_all immutability bad_input registry validation \
-	state projections subscriptions upgrade
+	state projections subscriptions privileges upgrade
 REGRESS_OPTS = --temp-instance=tmp_check --temp-config=$(srcdir)/test/amebo.conf --load-extension=amebo
 ISOLATION = append_race retry_race read_all_gap schema_cache
 ISOLATION_OPTS = --temp-instance=tmp_check_iso --temp-config=$(srcdir)/test/amebo.conf \
