@@ -99,12 +99,15 @@ ALTER FUNCTION amebo.save_snapshot(text, bigint, jsonb)
 
 -- The registry, subscriptions, reducers and projections. None of these functions calls
 -- users' code, so they run as the owner.
+-- The two that take a secret also keep an error they raise from logging the statement (with
+-- the secret in it) as the server's STATEMENT line: the error is reported while the function's
+-- settings still hold.
 ALTER FUNCTION amebo.create_application(text, text, text)
-    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET log_min_error_statement = panic;
 ALTER FUNCTION amebo.update_application(text, text)
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION amebo.rotate_application_secret(text, text)
-    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET log_min_error_statement = panic;
 ALTER FUNCTION amebo.drop_application(text, boolean)
     SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION amebo.application_secret(text)
