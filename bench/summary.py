@@ -69,10 +69,14 @@ def summary(text):
     return lines + [""]
 
 
+# text without its summary section, if it has one.
+def without_summary(text):
+    return re.sub(r"^## Summary\n.*?(?=^## |\Z)", "", text, flags=re.M | re.S)
+
+
 # Replaces (or inserts before the first section) the summary in RESULTS.md.
 def write_results(path, lines):
-    text = open(path).read()
-    text = re.sub(r"^## Summary\n.*?(?=^## )", "", text, flags=re.M | re.S)
+    text = without_summary(open(path).read())
     first = re.search(r"^## ", text, re.M)
     block = "\n".join(lines) + "\n"
     text = text[:first.start()] + block + text[first.start():] if first else text + block
@@ -96,7 +100,7 @@ def write_readme(path, lines):
 # Writes the summary into RESULTS.md and the README.
 def main():
     results = sys.argv[1]
-    lines = summary(open(results).read())
+    lines = summary(without_summary(open(results).read()))
     write_results(results, lines)
     if len(sys.argv) > 2 and not write_readme(sys.argv[2], lines):
         print(f"{sys.argv[2]}: no {BEGIN} marker; not updated", file=sys.stderr)

@@ -11,6 +11,8 @@ SELECT payload FROM amebo.events WHERE stream = 'fixed-1';
 -- directly, check SELECT on it themselves.
 CREATE ROLE amebo_regress_reader;
 GRANT USAGE ON SCHEMA amebo TO amebo_regress_reader;
+GRANT EXECUTE ON FUNCTION amebo.read_all(bigint, integer, text[], timestamptz, jsonb),
+    amebo.stream_version(text), amebo.read_stream(text, bigint, integer) TO amebo_regress_reader;
 SET ROLE amebo_regress_reader;
 UPDATE amebo.events SET payload = '{}';
 DELETE FROM amebo.events;
@@ -25,6 +27,8 @@ SELECT amebo.stream_version('fixed-1');
 UPDATE amebo.events SET payload = '{}';
 RESET ROLE;
 REVOKE ALL ON amebo.events FROM amebo_regress_reader;
+REVOKE ALL ON FUNCTION amebo.read_all(bigint, integer, text[], timestamptz, jsonb),
+    amebo.stream_version(text), amebo.read_stream(text, bigint, integer) FROM amebo_regress_reader;
 REVOKE ALL ON SCHEMA amebo FROM amebo_regress_reader;
 DROP ROLE amebo_regress_reader;
 

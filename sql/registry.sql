@@ -26,7 +26,7 @@ SELECT q, regress.outcome(q) FROM (VALUES
     ($$SELECT amebo.drop_application('nobody')$$)
 ) AS cases(q);
 
--- Secrets are not in the list, and roles without SELECT on the table cannot read them.
+-- Secrets are not in the list, and roles other than amebo_admin cannot read them.
 SELECT count(*) AS secret_columns FROM information_schema.columns
 WHERE table_schema = 'amebo' AND table_name = 'application_list' AND column_name = 'secret';
 CREATE ROLE amebo_regress_nosecret;

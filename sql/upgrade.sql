@@ -84,9 +84,23 @@ SELECT count(*) AS differing FROM (
             status, error, duration_ms, attempted_at FROM amebo.delivery_log)) d;
 SELECT amebo.prune_delivery_log('1 second') AS pruned_attempts;
 SELECT count(*) AS left_after_prune FROM amebo.delivery_log;
+-- Privileges: the roles exist, and nothing is left to PUBLIC.
+SELECT count(*) AS amebo_roles FROM pg_roles
+WHERE rolname IN ('amebo_reader', 'amebo_writer', 'amebo_admin');
+SELECT count(*) AS public_functions FROM pg_proc p
+WHERE p.pronamespace = 'amebo'::regnamespace AND has_function_privilege('public', p.oid, 'EXECUTE');
+SELECT amebo.create_subscription('shop', 'placed-again', 'order.placed', 'https://hooks.example.invalid/placed') > 0 AS subscribed;
 SELECT amebo.append_event('order-1', 'order.placed', '{"total": 30}');
--- A fresh install of 1.4 has exactly the objects, the tables pg_dump keeps, and the views of
--- the updated 1.2.
+-- A fresh install of 1.4 has exactly the objects, privileges, tables pg_dump keeps, and
+-- views of the updated 1.2.
+CREATE TEMP TABLE updated_acls AS
+SELECT c.oid::regclass::text AS object, c.relacl::text AS acl FROM pg_class c
+WHERE c.relnamespace = 'amebo'::regnamespace
+UNION ALL
+SELECT p.oid::regprocedure::text, p.proacl::text || p.prosecdef::text || coalesce(p.proconfig::text, '')
+FROM pg_proc p WHERE p.pronamespace = 'amebo'::regnamespace
+UNION ALL
+SELECT 'schema amebo', n.nspacl::text FROM pg_namespace n WHERE n.nspname = 'amebo';
 CREATE TEMP TABLE updated_views AS
 SELECT c.oid::regclass::text AS view, pg_get_viewdef(c.oid) AS definition
 FROM pg_class c WHERE c.relnamespace = 'amebo'::regnamespace AND c.relkind = 'v';
@@ -103,7 +117,19 @@ CREATE TEMP TABLE fresh_objects AS
 SELECT pg_describe_object(d.classid, d.objid, d.objsubid) AS object
 FROM pg_depend d JOIN pg_extension e ON d.refobjid = e.oid
 WHERE e.extname = 'amebo' AND d.deptype = 'e';
+CREATE TEMP TABLE fresh_acls AS
+SELECT c.oid::regclass::text AS object, c.relacl::text AS acl FROM pg_class c
+WHERE c.relnamespace = 'amebo'::regnamespace
+UNION ALL
+SELECT p.oid::regprocedure::text, p.proacl::text || p.prosecdef::text || coalesce(p.proconfig::text, '')
+FROM pg_proc p WHERE p.pronamespace = 'amebo'::regnamespace
+UNION ALL
+SELECT 'schema amebo', n.nspacl::text FROM pg_namespace n WHERE n.nspname = 'amebo';
 SELECT (SELECT count(*) FROM updated_objects) AS updated, (SELECT count(*) FROM fresh_objects) AS fresh;
+SELECT count(*) AS acl_differences FROM (
+    (SELECT * FROM updated_acls EXCEPT SELECT * FROM fresh_acls)
+    UNION ALL
+    (SELECT * FROM fresh_acls EXCEPT SELECT * FROM updated_acls)) d;
 (SELECT 'only updated' AS side, object FROM updated_objects EXCEPT SELECT 'only updated', object FROM fresh_objects)
 UNION ALL
 (SELECT 'only fresh', object FROM fresh_objects EXCEPT SELECT 'only fresh', object FROM updated_objects);

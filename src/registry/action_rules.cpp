@@ -8,6 +8,7 @@
 #include "core/error.hpp"
 #include "core/schema/json_schema.hpp"
 #include "pg/guard.hpp"
+#include "pg/owner_access.hpp"
 #include "pg/text_view.hpp"
 #include "registry/jsonb_check.hpp"
 #include "registry/jsonb_json.hpp"
@@ -53,6 +54,8 @@ void ReadRegistration(const char *action, Registration *out) {
         return;
     g_schemas_relid = get_relname_relid("action_schemas", schema_oid);
     MemoryContext caller = CurrentMemoryContext;
+    // As the tables' owner: the append path needs no privilege on the registry tables.
+    pg::OwnerAccess owner = pg::EnterOwnerAccess();
     SPI_connect();
     // A fresh snapshot: the caller's may predate the change whose invalidation brought us
     // here (REPEATABLE READ, or a statement that waited for a lock), and the cache would
@@ -79,6 +82,7 @@ void ReadRegistration(const char *action, Registration *out) {
     }
     PopActiveSnapshot();
     SPI_finish();
+    pg::LeaveOwnerAccess(owner);
 }
 
 // The cached rule for an action, loading it on first use.

@@ -7,6 +7,7 @@
 
 #include "core/error.hpp"
 #include "pg/guard.hpp"
+#include "pg/owner_access.hpp"
 #include "pg/text_view.hpp"
 #include "state/spi_rows.hpp"
 #include "store/event_table.hpp"
@@ -49,6 +50,8 @@ int ReadInlineProjections(ProjectionRow **rows) {
     *rows = nullptr;
     if (!OidIsValid(relid))
         return 0;
+    // As the tables' owner: appending needs no privilege on amebo.projections.
+    pg::OwnerAccess owner = pg::EnterOwnerAccess();
     SPI_connect();
     // A fresh snapshot: the caller's may predate the change whose invalidation brought us
     // here (REPEATABLE READ, or a statement that waited for a lock), and the cache would
@@ -82,6 +85,7 @@ int ReadInlineProjections(ProjectionRow **rows) {
     }
     PopActiveSnapshot();
     SPI_finish();
+    pg::LeaveOwnerAccess(owner);
     return static_cast<int>(count);
 }
 
@@ -149,13 +153,22 @@ bool HaveInlineProjections() {
 void DispatchInline(const Datum *events, int count) {
     EnsureLoaded();
     std::shared_ptr<const std::vector<InlineProjection>> projections = g_projections;
+    // Handlers run as the appending role (as triggers run as the role that fires them), which
+    // must be allowed to execute them (fmgr checks nothing): checked once per dispatch.
+    Oid appender = GetUserId();
+    std::vector<bool> allowed(projections->size(), false);
     for (int i = 0; i < count; i++) {
         Datum event = events[i];
         std::string_view action = pg::Call([&] { return EventAction(event); });
-        for (const auto &projection : *projections) {
+        for (size_t p = 0; p < projections->size(); p++) {
+            const InlineProjection &projection = (*projections)[p];
             if (!Wants(projection, action))
                 continue;
             FmgrInfo *handler = const_cast<FmgrInfo *>(&projection.handler);
+            if (!allowed[p]) {
+                pg::Call([&] { pg::RequireExecute(handler->fn_oid, appender); });
+                allowed[p] = true;
+            }
             pg::Call([&] { CallHandler(handler, event); });
         }
     }
@@ -185,6 +198,7 @@ extern "C" Datum amebo_call_as_owner(PG_FUNCTION_ARGS) {
         Oid handler = PG_GETARG_OID(0);
         Oid owner = PG_GETARG_OID(1);
         Datum event = PG_GETARG_DATUM(2);
+        pg::RequireExecute(handler, owner);
         Oid saved_user;
         int saved_context;
         GetUserIdAndSecContext(&saved_user, &saved_context);

@@ -4,6 +4,7 @@
 
 #include "core/error.hpp"
 #include "pg/guard.hpp"
+#include "pg/owner_access.hpp"
 #include "pg/shared_memory.hpp"
 #include "state/inline_projections.hpp"
 #include "state/rebuild.hpp"
@@ -98,9 +99,11 @@ struct Target {
     int64 total;
 };
 
-// Locks and reads the projection; counts the events to replay (after after_position).
+// Locks and reads the projection; counts the events to replay (after after_position). As the
+// tables' owner: the lock on amebo.events needs more than the caller may have.
 void LockTarget(text *name, bool has_since, TimestampTz since, int64 after_position,
                 Target *target) {
+    pg::OwnerAccess owner = pg::EnterOwnerAccess();
     SPI_connect();
     Oid argtypes[1] = {TEXTOID};
     Datum args[1] = {PointerGetDatum(name)};
@@ -131,6 +134,7 @@ void LockTarget(text *name, bool has_since, TimestampTz since, int64 after_posit
         3, count_types, count_args, count_nulls, true, 0);
     target->total = DatumGetInt64(SpiValue(1, &isnull));
     SPI_finish();
+    pg::LeaveOwnerAccess(owner);
     // After SPI_finish: the array must live in the caller's memory, not SPI's.
     target->actions = nullptr;
     target->action_count = 0;
@@ -175,8 +179,10 @@ void CallReset(Oid function) {
     (void)FunctionCallInvoke(fcinfo);
 }
 
-// Sets a projection's checkpoint after a replay, clears its error and lets it run.
+// Sets a projection's checkpoint after a replay, clears its error and lets it run (as the
+// tables' owner).
 void SetCheckpoint(text *name, int64 position) {
+    pg::OwnerAccess owner = pg::EnterOwnerAccess();
     SPI_connect();
     Oid argtypes[2] = {TEXTOID, INT8OID};
     Datum args[2] = {PointerGetDatum(name), Int64GetDatum(position)};
@@ -184,6 +190,7 @@ void SetCheckpoint(text *name, int64 position) {
              "error = NULL, error_position = NULL, error_at = NULL WHERE name = $1",
              2, argtypes, args, false);
     SPI_finish();
+    pg::LeaveOwnerAccess(owner);
 }
 
 } // namespace
@@ -218,6 +225,10 @@ int64 ReplayInto(text *name, bool has_since, TimestampTz since, int64 after_posi
     filter.since = since;
     Target target;
     LockTarget(name, has_since, since, after_position, &target);
+    // The handler and the reset function run as the caller, who must be allowed to run them.
+    pg::RequireExecute(target.handler, GetUserId());
+    if (reset && OidIsValid(target.reset))
+        pg::RequireExecute(target.reset, GetUserId());
     filter.actions = target.actions;
     filter.action_count = target.action_count;
     ReportProgress(MyProcPid, name_text, 0, target.total);

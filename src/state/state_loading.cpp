@@ -5,6 +5,7 @@
 #include "core/error.hpp"
 #include "core/names.hpp"
 #include "pg/guard.hpp"
+#include "pg/owner_access.hpp"
 #include "pg/text_view.hpp"
 #include "state/spi_rows.hpp"
 #include "store/arguments.hpp"
@@ -12,6 +13,9 @@
 
 extern "C" {
 #include "access/xlog.h"
+#include "nodes/value.h"
+#include "parser/parse_func.h"
+#include "utils/acl.h"
 #include "utils/datum.h"
 }
 
@@ -118,6 +122,8 @@ store::Verdict ApplyEvent(TupleTableSlot *slot, void *data) {
 void RunFold(text *stream, const Reducer &reducer, Fold *fold) {
     store::EventCatalog catalog = store::LookupEventCatalog();
     store::RequireSelectOnEvents(catalog);
+    // The reducer runs as the caller, who must be allowed to run it (fmgr checks nothing).
+    pg::RequireExecute(reducer.function, GetUserId());
     fmgr_info(reducer.function, &fold->reducer);
     fold->scratch =
         AllocSetContextCreate(CurrentMemoryContext, "amebo fold", ALLOCSET_DEFAULT_SIZES);
@@ -127,6 +133,15 @@ void RunFold(text *stream, const Reducer &reducer, Fold *fold) {
     store::ScanEvents(catalog, catalog.stream_version_index, GetActiveSnapshot(), keys, 2, -1,
                       ApplyEvent, fold);
     MemoryContextDelete(fold->scratch);
+}
+
+// True when the caller may save snapshots (amebo_writer may; amebo_reader only loads states).
+bool MaySaveSnapshots() {
+    Oid argtypes[3] = {TEXTOID, INT8OID, JSONBOID};
+    Oid save = LookupFuncName(
+        list_make2(makeString(pstrdup("amebo")), makeString(pstrdup("save_snapshot"))), 3, argtypes,
+        true);
+    return OidIsValid(save) && pg_proc_aclcheck(save, GetUserId(), ACL_EXECUTE) == ACLCHECK_OK;
 }
 
 // Saves the fold's state as a snapshot through amebo.save_snapshot.
@@ -159,7 +174,8 @@ extern "C" Datum amebo_load_state(PG_FUNCTION_ARGS) {
         fold.up_to_version = -1;
         StartFold(stream, reducer, true, &fold);
         RunFold(stream, reducer, &fold);
-        if (fold.replayed > reducer.snapshot_every && !RecoveryInProgress() && !XactReadOnly)
+        if (fold.replayed > reducer.snapshot_every && !RecoveryInProgress() && !XactReadOnly &&
+            MaySaveSnapshots())
             SaveSnapshot(stream, fold);
         TupleDesc desc;
         if (get_call_result_type(fcinfo, nullptr, &desc) != TYPEFUNC_COMPOSITE)
