@@ -93,14 +93,15 @@ SELECT amebo.create_subscription('shop', 'placed-again', 'order.placed', 'https:
 SELECT amebo.append_event('order-1', 'order.placed', '{"total": 30}');
 -- A fresh install of 1.4 has exactly the objects, privileges, tables pg_dump keeps, and
 -- views of the updated 1.2.
-CREATE TEMP TABLE updated_acls AS
-SELECT c.oid::regclass::text AS object, c.relacl::text AS acl FROM pg_class c
-WHERE c.relnamespace = 'amebo'::regnamespace
+CREATE TEMP VIEW amebo_acls AS
+SELECT c.oid::regclass::text AS object, c.relacl::text AS acl
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'amebo'
 UNION ALL
 SELECT p.oid::regprocedure::text, p.proacl::text || p.prosecdef::text || coalesce(p.proconfig::text, '')
-FROM pg_proc p WHERE p.pronamespace = 'amebo'::regnamespace
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'amebo'
 UNION ALL
 SELECT 'schema amebo', n.nspacl::text FROM pg_namespace n WHERE n.nspname = 'amebo';
+CREATE TEMP TABLE updated_acls AS SELECT * FROM amebo_acls;
 CREATE TEMP TABLE updated_views AS
 SELECT c.oid::regclass::text AS view, pg_get_viewdef(c.oid) AS definition
 FROM pg_class c WHERE c.relnamespace = 'amebo'::regnamespace AND c.relkind = 'v';
@@ -117,14 +118,7 @@ CREATE TEMP TABLE fresh_objects AS
 SELECT pg_describe_object(d.classid, d.objid, d.objsubid) AS object
 FROM pg_depend d JOIN pg_extension e ON d.refobjid = e.oid
 WHERE e.extname = 'amebo' AND d.deptype = 'e';
-CREATE TEMP TABLE fresh_acls AS
-SELECT c.oid::regclass::text AS object, c.relacl::text AS acl FROM pg_class c
-WHERE c.relnamespace = 'amebo'::regnamespace
-UNION ALL
-SELECT p.oid::regprocedure::text, p.proacl::text || p.prosecdef::text || coalesce(p.proconfig::text, '')
-FROM pg_proc p WHERE p.pronamespace = 'amebo'::regnamespace
-UNION ALL
-SELECT 'schema amebo', n.nspacl::text FROM pg_namespace n WHERE n.nspname = 'amebo';
+CREATE TEMP TABLE fresh_acls AS SELECT * FROM amebo_acls;
 SELECT (SELECT count(*) FROM updated_objects) AS updated, (SELECT count(*) FROM fresh_objects) AS fresh;
 SELECT count(*) AS acl_differences FROM (
     (SELECT * FROM updated_acls EXCEPT SELECT * FROM fresh_acls)

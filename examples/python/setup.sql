@@ -1,21 +1,14 @@
 -- The Python example's read model and its registered actions. Load it once into a database
--- that has CREATE EXTENSION amebo (1.2 or later):
---   psql -v ON_ERROR_STOP=1 -f examples/python/setup.sql
+-- that has CREATE EXTENSION amebo (1.2 or later), after examples/users/users.sql:
+--   psql -v ON_ERROR_STOP=1 -f examples/users/users.sql -f examples/python/setup.sql
 -- The actions get JSON Schemas, so amebo refuses a bad payload (SQLSTATE AM004) before it
 -- is stored; the Python client turns that into SchemaRejected (HTTP 422 in app.py).
 
 CREATE SCHEMA readmodel;
 
--- UserProjection's read model: one row per user.
-CREATE TABLE readmodel.users (
-    user_id     text PRIMARY KEY,
-    email       text NOT NULL,
-    name        text NOT NULL,
-    status      text NOT NULL,
-    created_at  timestamptz NOT NULL,
-    verified_at timestamptz,
-    version     bigint NOT NULL
-);
+-- UserProjection's read model: one row per user, shaped like the server-side projection's
+-- table of examples/users/users.sql (loaded first), so that the two can be compared.
+CREATE TABLE readmodel.users (LIKE public.users INCLUDING ALL);
 
 -- The last amebo.events position each client-side projection applied.
 CREATE TABLE readmodel.checkpoints (
