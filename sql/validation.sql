@@ -88,3 +88,8 @@ SELECT count(*) FROM amebo.schema_violations(jsonb_build_object('$ref', '#/defin
         jsonb_build_object('$ref', '#/definitions/d' || (g + 1))))) FROM generate_series(1, 59) g)
     || '{"d60": {"type": "string"}}'), '1');
 RESET statement_timeout;
+-- uniqueItems reports each repeated element once: 2,000 equal items made 1,999,000 errors (and
+-- 20,000 would exhaust memory); its quadratic loop now checks for interrupts too.
+SELECT count(*) AS violations, min(rule) AS first_rule
+FROM amebo.schema_violations('{"uniqueItems": true}', to_jsonb(array_fill(7, ARRAY[2000])));
+SELECT count(*) AS violations FROM amebo.schema_violations('{"uniqueItems": true}', '[1, 2, 1, 3, 2]');
