@@ -315,7 +315,7 @@ def values_for(sql_type, name, limit):
         return values
     if sql_type == "jsonb":
         if "schema" in name:
-            return schema_values() + document_values(limit)[:6]
+            return schema_values() + document_values(limit)[:7]
         if name == "events":
             return events_values(limit) + document_values(limit)
         return document_values(limit) + casts_from_text("jsonb", '{"a": 1}')
