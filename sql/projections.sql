@@ -109,6 +109,16 @@ SELECT amebo.call_as_owner('users_projection(amebo.events)', 'amebo_regress_proj
 UPDATE amebo.projections SET owner = 'amebo_regress_projector' WHERE name = 'users';
 RESET ROLE;
 SELECT name, owner = current_user::regrole AS owned_by_creator FROM amebo.projections ORDER BY name;
+-- The handler must take one event: another function got the row as its argument (and read it
+-- as jsonb), a missing one was an internal error (found by test/scripts/hostile_input.sh).
+SELECT q, regress.outcome(q) FROM (VALUES
+    ($$SELECT amebo.call_as_owner('jsonb_typeof(jsonb)', 'amebo_regress_projector',
+        (SELECT e FROM amebo.events e ORDER BY position LIMIT 1))$$),
+    ($$SELECT amebo.call_as_owner('now()', 'amebo_regress_projector',
+        (SELECT e FROM amebo.events e ORDER BY position LIMIT 1))$$),
+    ($$SELECT amebo.call_as_owner(0::oid::regprocedure, 'amebo_regress_projector',
+        (SELECT e FROM amebo.events e ORDER BY position LIMIT 1))$$)
+) AS cases(q);
 REVOKE ALL ON amebo.projections FROM amebo_regress_projector;
 REVOKE ALL ON SCHEMA amebo FROM amebo_regress_projector;
 DROP ROLE amebo_regress_projector;

@@ -60,3 +60,36 @@ SET statement_timeout = '5s';
 SELECT count(*) AS violations FROM amebo.schema_violations('{"pattern": "^(a+)+$"}', to_jsonb(repeat('a', 40) || 'b'));
 SELECT path, rule FROM amebo.schema_violations('{"patternProperties": {"^x-": {"type": "integer"}}, "additionalProperties": false}', '{"x-a": 1, "x-b": "no", "y": 2}');
 RESET statement_timeout;
+
+-- Hostile schemas (found by test/scripts/hostile_input.sh). A pattern nesting 20,000 groups
+-- and $ref chains thousands of definitions long overflowed the backend's stack (a crash that
+-- restarted the cluster): they are refused with 54001.
+SELECT left(q, 60) AS q, regress.outcome(q) FROM (VALUES
+    ($$SELECT amebo.check_schema(jsonb_build_object('pattern', repeat('(', 20000) || 'a' || repeat(')', 20000)))$$),
+    ($$SELECT amebo.check_schema(jsonb_build_object('$ref', '#/definitions/d1', 'definitions',
+        (SELECT jsonb_object_agg('d' || g, jsonb_build_object('$ref', '#/definitions/d' || (g + 1)))
+         FROM generate_series(1, 20000) g) || '{"d20001": {}}'))$$),
+    ($$SELECT amebo.check_schema(jsonb_build_object('$ref', '#/definitions/d1', 'definitions',
+        (SELECT jsonb_object_agg('d' || g, jsonb_build_object('properties', jsonb_build_object('a',
+             jsonb_build_object('$ref', '#/definitions/d' || (g + 1))))) FROM generate_series(1, 5000) g)
+        || '{"d5001": {}}'))$$),
+    -- A recursive schema and a chain of 300 stay fine.
+    ($$SELECT amebo.check_schema('{"properties": {"a": {"$ref": "#"}}, "items": {"$ref": "#"}}')$$),
+    ($$SELECT amebo.check_schema(jsonb_build_object('$ref', '#/definitions/d1', 'definitions',
+        (SELECT jsonb_object_agg('d' || g, jsonb_build_object('$ref', '#/definitions/d' || (g + 1)))
+         FROM generate_series(1, 300) g) || '{"d301": {}}'))$$)
+) AS cases(q);
+-- A schema whose anyOfs double at every level (2^60 paths for a document that fails them)
+-- validated without ever checking for interrupts: now statement_timeout cancels it.
+SET statement_timeout = '1s';
+SELECT count(*) FROM amebo.schema_violations(jsonb_build_object('$ref', '#/definitions/d1',
+    'definitions', (SELECT jsonb_object_agg('d' || g, jsonb_build_object('anyOf', jsonb_build_array(
+        jsonb_build_object('$ref', '#/definitions/d' || (g + 1)),
+        jsonb_build_object('$ref', '#/definitions/d' || (g + 1))))) FROM generate_series(1, 59) g)
+    || '{"d60": {"type": "string"}}'), '1');
+RESET statement_timeout;
+-- uniqueItems reports each repeated element once: 2,000 equal items made 1,999,000 errors (and
+-- 20,000 would exhaust memory); its quadratic loop now checks for interrupts too.
+SELECT count(*) AS violations, min(rule) AS first_rule
+FROM amebo.schema_violations('{"uniqueItems": true}', to_jsonb(array_fill(7, ARRAY[2000])));
+SELECT count(*) AS violations FROM amebo.schema_violations('{"uniqueItems": true}', '[1, 2, 1, 3, 2]');

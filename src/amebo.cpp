@@ -1,5 +1,6 @@
 // The library's entry point: PostgreSQL calls _PG_init once per process that loads amebo.
 #include "pg/guard.hpp"
+#include "pg/interrupts.hpp"
 #include "pg/shared_memory.hpp"
 #include "registry/action_rules.hpp"
 #include "registry/patterns_pg.hpp"
@@ -19,6 +20,7 @@ void _PG_init(void);
 void _PG_init(void) {
     amebo::pg::EntryVoid([] {
         amebo::settings::Init();
+        amebo::pg::InitInterruptCheck();
         amebo::store::inflight::Init();
         amebo::store::InitEventTable();
         amebo::registry::InitActionRules();

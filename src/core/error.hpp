@@ -21,6 +21,7 @@ inline constexpr char kSnapshotBeyondVersion[] = "AM008"; // raised by amebo.sav
 inline constexpr char kNullValueNotAllowed[] = "22004";
 inline constexpr char kInvalidParameterValue[] = "22023";
 inline constexpr char kProgramLimitExceeded[] = "54000";
+inline constexpr char kStatementTooComplex[] = "54001";
 inline constexpr char kObjectNotInPrerequisiteState[] = "55000";
 inline constexpr char kFeatureNotSupported[] = "0A000";
 inline constexpr char kInternalError[] = "XX000";

@@ -13,7 +13,9 @@
 #include "store/event_table.hpp"
 
 extern "C" {
+#include "catalog/pg_proc.h"
 #include "utils/array.h"
+#include "utils/syscache.h"
 }
 
 namespace amebo::state {
@@ -186,6 +188,25 @@ extern "C" {
 PG_FUNCTION_INFO_V1(amebo_call_as_owner);
 }
 
+namespace {
+
+// Throws unless handler exists and takes exactly one argument of event_type (calling any other
+// function with an event would hand it a row where it reads something else).
+void CheckHandlerTakesEvent(Oid handler, Oid event_type) {
+    HeapTuple tuple = SearchSysCache1(PROCOID, ObjectIdGetDatum(handler));
+    if (!HeapTupleIsValid(tuple))
+        throw Error("42883", "function with OID " + std::to_string(handler) + " does not exist");
+    auto *proc = reinterpret_cast<Form_pg_proc>(GETSTRUCT(tuple));
+    bool takes_event = proc->prokind == PROKIND_FUNCTION && proc->pronargs == 1 &&
+                       proc->proargtypes.values[0] == event_type;
+    ReleaseSysCache(tuple);
+    if (!takes_event)
+        throw Error(sqlstate::kInvalidParameterValue,
+                    "handler must be a function of one amebo.events argument");
+}
+
+} // namespace
+
 // amebo.call_as_owner(handler, owner, event): the worker's way to run a handler with the
 // owner's privileges only; SECURITY_RESTRICTED_OPERATION stops it from changing role back.
 extern "C" Datum amebo_call_as_owner(PG_FUNCTION_ARGS) {
@@ -198,6 +219,7 @@ extern "C" Datum amebo_call_as_owner(PG_FUNCTION_ARGS) {
         Oid handler = PG_GETARG_OID(0);
         Oid owner = PG_GETARG_OID(1);
         Datum event = PG_GETARG_DATUM(2);
+        CheckHandlerTakesEvent(handler, get_fn_expr_argtype(fcinfo->flinfo, 2));
         pg::RequireExecute(handler, owner);
         Oid saved_user;
         int saved_context;

@@ -26,18 +26,19 @@ python_with_psycopg() {
     return 1
 }
 
-# Starts the test's cluster: name (for the temp folder) and first port to try. Sets
-# TEST_CLUSTER (its folder, also its socket directory), TEST_PORT and PYTHON_BIN, creates the
-# extension, and stops and removes the cluster when the script exits.
+# Starts the test's cluster: name (for the temp folder), first port to try, then any extra
+# postgresql.conf lines. Sets TEST_CLUSTER (its folder, also its socket directory), TEST_PORT
+# and PYTHON_BIN, creates the extension, and stops and removes the cluster when the script exits.
 start_test_cluster() {
     local name=$1 first_port=$2
+    shift 2
     TEST_WORK=$(mktemp -d "/tmp/amebo-$name.XXXXXX")
     TEST_CLUSTER=$TEST_WORK/cluster
     TEST_PORT=$(free_port "$first_port")
     PYTHON_BIN=$(python_with_psycopg)
     export PYTHONDONTWRITEBYTECODE=1
     trap 'cluster_stop "$TEST_CLUSTER" || true; rm -rf "$TEST_WORK"' EXIT
-    cluster_start "$TEST_CLUSTER" "$TEST_PORT"
+    cluster_start "$TEST_CLUSTER" "$TEST_PORT" "$@"
     "$PG_BIN/psql" -X -q -h "$TEST_CLUSTER" -p "$TEST_PORT" -U postgres -d postgres \
         -v ON_ERROR_STOP=1 -c "CREATE EXTENSION amebo"
 }
@@ -45,6 +46,6 @@ start_test_cluster() {
 # Prints the server log's errors except those matching the pattern $1 (expected ones).
 show_unexpected_errors() {
     echo "--- server log: unexpected errors (last 40)"
-    grep -E "PANIC|FATAL|TRAP|terminated|ERROR|redo|ready" "$TEST_CLUSTER/server.log" |
+    grep -a -E "PANIC|FATAL|TRAP|terminated|ERROR|redo|ready" "$TEST_CLUSTER/server.log" |
         grep -v -E "$1" | tail -n 40 || true
 }

@@ -16,10 +16,55 @@
 #include <valijson/validator.hpp>
 
 #include "core/error.hpp"
+#include "core/interrupts.hpp"
 #include "core/schema/fast_schema.hpp"
 #include "core/schema/formats.hpp"
 #include "core/schema/patterns.hpp"
 #include "core/schema/references.hpp"
+
+// Every subschema a document meets: valijson's own steps, after the host's interrupt check, so
+// that an exponential schema (anyOf of anyOfs) can be cancelled and a deep one stops before
+// the stack overflows.
+template <>
+bool valijson::ValidationVisitor<valijson::adapters::NlohmannJsonAdapter>::validateSchema(
+    const valijson::Subschema &subschema) {
+    amebo::CheckInterrupts();
+    if (subschema.getAlwaysInvalid())
+        return false;
+    Subschema::ApplyFunction fn(
+        std::bind(validationCallback, std::placeholders::_1, std::ref(*this)));
+    return m_results == nullptr ? subschema.applyStrict(fn) : subschema.apply(fn);
+}
+
+// "uniqueItems": valijson's pairwise comparison with an interrupt check per element (it is
+// quadratic: 20,000 items took seconds that statement_timeout could not cut short), and one
+// error per repeated element instead of one per equal pair (n^2/2 errors for n equal items).
+template <>
+bool valijson::ValidationVisitor<valijson::adapters::NlohmannJsonAdapter>::visit(
+    const valijson::constraints::UniqueItemsConstraint &) {
+    if ((m_strictTypes && !m_target.isArray()) || !m_target.maybeArray())
+        return true;
+    const auto items = m_target.asArray();
+    bool unique = true;
+    std::size_t outer_index = 0;
+    for (auto outer = items.begin(); outer != items.end(); ++outer, ++outer_index) {
+        amebo::CheckInterrupts();
+        std::size_t inner_index = outer_index + 1;
+        auto inner = outer;
+        for (++inner; inner != items.end(); ++inner, ++inner_index) {
+            if (!outer->equalTo(*inner, true))
+                continue;
+            if (!m_results)
+                return false;
+            m_results->pushError(m_context, "Elements at indexes #" + std::to_string(outer_index) +
+                                                " and #" + std::to_string(inner_index) +
+                                                " violate uniqueness constraint.");
+            unique = false;
+            break;
+        }
+    }
+    return unique;
+}
 
 // valijson builds a std::regex on every "format" check; amebo checks formats with its own
 // code instead (core/schema/formats.hpp). A member specialization for the one adapter used.
@@ -91,8 +136,31 @@ namespace amebo::schema {
 
 namespace {
 
+// Groups nested deeper than this are refused: std::regex's compiler recurses once per level
+// (20,000 levels overflow a backend's stack).
+constexpr int kMaxPatternNesting = 256;
+
+// The deepest nesting of parentheses in pattern (escaped ones and those in classes count too:
+// an over-estimate is fine).
+int PatternNesting(const std::string &pattern) {
+    int depth = 0;
+    int deepest = 0;
+    for (char c : pattern) {
+        if (c == '(')
+            deepest = std::max(deepest, ++depth);
+        else if (c == ')' && depth > 0)
+            depth--;
+    }
+    return deepest;
+}
+
 // Throws AM007 unless pattern compiles as the ECMAScript regex valijson will build from it.
 void CheckPattern(const std::string &pattern) {
+    if (PatternNesting(pattern) > kMaxPatternNesting)
+        throw Error(sqlstate::kStatementTooComplex,
+                    "pattern of a JSON Schema nests groups too deeply",
+                    "Patterns may nest groups at most " + std::to_string(kMaxPatternNesting) +
+                        " levels deep.");
     try {
         std::regex compiled(pattern, std::regex::ECMAScript);
     } catch (const std::regex_error &e) {
@@ -148,6 +216,7 @@ std::shared_ptr<CompiledSchema> CompiledSchema::Compile(const nlohmann::json &sc
     try {
         valijson::SchemaParser parser(valijson::SchemaParser::kDraft7);
         nlohmann::json resolved = ResolveLocalReferences(schema);
+        CheckReferenceDepth(resolved);
         CheckReferenceCycles(resolved);
         valijson::adapters::NlohmannJsonAdapter adapter(resolved);
         parser.populateSchema(adapter, impl->schema);

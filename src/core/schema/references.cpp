@@ -15,6 +15,16 @@ namespace {
 
 using nlohmann::json;
 
+// How deep subschemas and "$ref"s may lead (JSON levels, each "$ref" followed counting one).
+constexpr std::size_t kMaxReferenceDepth = 1000;
+
+// Throws 54001: the schema's subschemas and "$ref"s lead too deep.
+[[noreturn]] void TooDeep() {
+    throw Error(sqlstate::kStatementTooComplex, "JSON Schema is nested too deeply",
+                "Subschemas and \"$ref\"s may lead at most " + std::to_string(kMaxReferenceDepth) +
+                    " levels deep.");
+}
+
 // The URI without its fragment.
 std::string WithoutFragment(const std::string &uri) {
     return uri.substr(0, uri.find('#'));
@@ -145,6 +155,8 @@ void Visit(const json &root, const json *node, std::set<const json *> &path,
            std::set<const json *> &done) {
     if (done.count(node))
         return;
+    if (path.size() >= kMaxReferenceDepth)
+        TooDeep();
     if (!path.insert(node).second)
         throw Error(sqlstate::kInvalidSchema,
                     "invalid JSON Schema: its \"$ref\"s form a cycle that never descends into "
@@ -153,6 +165,32 @@ void Visit(const json &root, const json *node, std::set<const json *> &path,
         Visit(root, child, path, done);
     path.erase(node);
     done.insert(node);
+}
+
+// Follows subschemas and local "$ref"s depth first, each node once (as valijson's parser
+// does), throwing once the path is deeper than kMaxReferenceDepth.
+void CheckDepth(const json &root, const json &node, std::size_t depth,
+                std::set<const json *> &seen) {
+    if (!seen.insert(&node).second)
+        return;
+    if (depth > kMaxReferenceDepth)
+        TooDeep();
+    if (node.is_array()) {
+        for (const auto &item : node)
+            CheckDepth(root, item, depth + 1, seen);
+        return;
+    }
+    if (!node.is_object())
+        return;
+    if (node.contains("$ref") && node.at("$ref").is_string()) {
+        std::string reference = node.at("$ref").get<std::string>();
+        if (!reference.empty() && reference[0] == '#')
+            if (const json *target = Resolve(root, reference.substr(1)))
+                CheckDepth(root, *target, depth + 1, seen);
+    }
+    for (const auto &[key, value] : node.items())
+        if (key != "enum" && key != "const" && key != "examples" && key != "default")
+            CheckDepth(root, value, depth + 1, seen);
 }
 
 // Checks every subschema.
@@ -172,6 +210,11 @@ void CheckCycles(const json &root, const json &node, std::set<const json *> &don
 }
 
 } // namespace
+
+void CheckReferenceDepth(const json &schema) {
+    std::set<const json *> seen;
+    CheckDepth(schema, schema, 0, seen);
+}
 
 void CheckReferenceCycles(const json &schema) {
     std::set<const json *> done;

@@ -13,6 +13,11 @@ namespace amebo::schema {
 // left as they are (remote ones are then refused at compilation).
 nlohmann::json ResolveLocalReferences(const nlohmann::json &schema);
 
+// Throws amebo::Error (54001) if subschemas and "$ref"s (local ones) lead more than a bounded
+// number of levels deep: valijson's parser follows them recursively and would overflow the
+// stack (a chain of a few thousand definitions, each referring to the next, is enough).
+void CheckReferenceDepth(const nlohmann::json &schema);
+
 // Throws amebo::Error (AM007) if following "$ref"s from some subschema leads back to it
 // without descending into the document (valijson would recurse until the stack overflows).
 // Local references only ("#..." JSON Pointers, after ResolveLocalReferences).
