@@ -16,8 +16,7 @@
 #   SOAK_SEED        seed of the load and of the receiver's failures
 #   SOAK_PORT        first port to try (default 55650; the first free one is used)
 #   SOAK_MAX_RETAINED_WAL_MB  bound on the slot's retained WAL (default 16)
-#   SOAK_MEMORY_TOLERANCE_KB  allowed growth of the worker's RssAnon after warm-up (default
-#                    2048; or 10% of the plateau when that is larger)
+#   SOAK_MEMORY_TOLERANCE_KB  allowed growth of the worker's RssAnon after warm-up (default 2048)
 # Internal: bash test/soak/run.sh --as-user (the run itself, as the unprivileged user).
 # shellcheck source-path=SCRIPTDIR/../..
 set -euo pipefail
