@@ -14,6 +14,8 @@
 #   SOAK_SECONDS     seconds of load (default 600); the settling and checks add a minute or two
 #   SOAK_RATE        load multiplier (default 1: about 40 events/s)
 #   SOAK_SEED        seed of the load and of the receiver's failures
+#   SOAK_STALL_EVERY stop the worker (SIGSTOP) for 1.5 s about this often (default 15 s; 0: never),
+#                    as a saturated machine does
 #   SOAK_PORT        first port to try (default 55650; the first free one is used)
 #   SOAK_MAX_RETAINED_WAL_MB  bound on the slot's retained WAL (default 16)
 #   SOAK_MEMORY_TOLERANCE_KB  allowed growth of the worker's RssAnon after warm-up (default 2048)
@@ -45,7 +47,7 @@ run_soak() {
         "$(cut -d' ' -f1-3 /proc/loadavg) at the start)"
     timeout --kill-after=10 $((seconds + 900)) "$PYTHON_BIN" test/soak/soak.py \
         --host "$TEST_CLUSTER" --port "$TEST_PORT" --seconds "$seconds" \
-        --rate "${SOAK_RATE:-1}" \
+        --rate "${SOAK_RATE:-1}" --stall-every "${SOAK_STALL_EVERY:-15}" \
         --max-retained-wal-mb "${SOAK_MAX_RETAINED_WAL_MB:-16}" \
         --memory-tolerance-kb "${SOAK_MEMORY_TOLERANCE_KB:-2048}" \
         --receiver-log "$TEST_WORK/receiver.jsonl" --receiver-pid-file "$TEST_WORK/receiver.pid" \

@@ -29,6 +29,7 @@ import json
 import os
 import random
 import re
+import signal
 import statistics
 import sys
 import threading
@@ -60,6 +61,10 @@ parser.add_argument("--memory-tolerance-kb", type=int, default=2048,
                     help="growth of the worker's private memory (RssAnon) allowed after warm-up")
 parser.add_argument("--max-retained-wal-mb", type=float, default=16.0,
                     help="bound on amebo.delivery_queue.retained_wal_bytes")
+parser.add_argument("--stall-every", type=float, default=15.0,
+                    help="stop the worker (SIGSTOP) this often, 0: never")
+parser.add_argument("--stall-seconds", type=float, default=1.5,
+                    help="for this long: requests outlive the hold time and time out together")
 parser.add_argument("--receiver-log", required=True, help="the receiver's JSON lines log")
 parser.add_argument("--receiver-pid-file", help="where to write the receiver's pid")
 parser.add_argument("--seed", type=int, default=None)
@@ -353,6 +358,23 @@ def state_loader(seed):
                 thread_errors.add(f"load_state({stream}) at {version}: {state} != replay {replay}")
 
 
+# Stops the worker now and then for a moment (as a saturated machine does), so that its
+# requests outlive the hold time and time out in the same pass; counts the stalls.
+def staller(seed):
+    rng = random.Random(seed)
+    with db() as conn:
+        while args.stall_every > 0 and pace(args.stall_every * args.rate, rng):
+            pid = worker_pid(conn)
+            if pid is None:
+                continue
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                time.sleep(args.stall_seconds)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            tally.add("worker stalls")
+
+
 # ---------------------------------------------------------------------------------------
 # Sampling: worker memory, retained WAL, lag
 
@@ -542,7 +564,8 @@ def check_ordered(received):
         for env in req["envelopes"]:
             stream, version = env["stream"], env["version"]
             if version < last_request.get(stream, 0):
-                violations.append(f"{stream} v{version} requested after "
+                violations.append(f"{stream} v{version} ({req['webhook_id']}, ok {req['ok']}) "
+                                  f"requested at {req['received_at']:.3f} after "
                                   f"v{last_request[stream]}")
             last_request[stream] = max(version, last_request.get(stream, 0))
             if req["ok"] and version > last_success.get(stream, 0):
@@ -752,6 +775,7 @@ def start_load():
     threads.append(load_thread("cold", cold_writer, rng.random()))
     threads.append(load_thread("reader", reader, rng.random(), seen))
     threads.append(load_thread("state", state_loader, rng.random()))
+    threads.append(load_thread("staller", staller, rng.random()))
     return threads, seen
 
 
