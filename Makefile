@@ -40,13 +40,16 @@ $(VALIJSON_INCLUDE)/valijson/validator.hpp:
 src/core/schema/json_schema.o: $(VALIJSON_INCLUDE)/valijson/validator.hpp
 $(OBJS): $(AMEBO_HEADERS)
 
-.PHONY: demo test bench format format-check
+.PHONY: demo test bench soak format format-check
 demo:
 	bash examples/demo.sh
 test:
 	bash test/run-all.sh
 bench:
 	bash bench/run.sh
+# Not part of `make test`: SOAK_SECONDS (default 600) of mixed load, see test/soak/run.sh.
+soak:
+	bash test/soak/run.sh
 format:
 	clang-format -i $(PG_SRCS) $(PURE_SRCS) $(AMEBO_HEADERS)
 format-check:

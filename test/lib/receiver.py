@@ -4,7 +4,7 @@
 Command line:
 
     python3 test/lib/receiver.py --port PORT --secret whsec_... [--log FILE]
-                                 [--port-file FILE] [--seed N] [--verbose]
+                                 [--port-file FILE] [--seed N] [--no-records] [--verbose]
 
 It binds 127.0.0.1 only (--port 0 picks a free port), prints
 "listening on 127.0.0.1:PORT" once bound and exits with status 0 on SIGTERM or SIGINT.
@@ -15,7 +15,9 @@ Every POST outside /_control/ is answered according to the behaviour set for its
      "signature_valid", "body", "body_size", "headers", "received_at", "mode", "status",
      "attempt"}
 where signature_valid follows Standard Webhooks (v1, HMAC-SHA256) and attempt counts how
-many times this (path, webhook_id) has been seen, this request included.
+many times this (path, webhook_id) has been seen, this request included. With --no-records
+requests are only logged (for long runs: memory stays flat; /_control/requests is empty and
+/_control/stats counts them all the same).
 
 Control API (JSON in, JSON out):
     POST /_control/behave    {"path": "/hook-a", "mode": "ok"|"fail"|"hang"|"gone"|"throttle",
@@ -115,8 +117,12 @@ def _number(spec, name, default, minimum=0.0, maximum=None):
 
 
 class State:
-    def __init__(self, default_secret, log_path=None, seed=None):
+    def __init__(self, default_secret, log_path=None, seed=None, keep_records=True):
         self.lock = threading.Lock()
+        self.keep_records = keep_records
+        self.count = 0
+        self.by_path = {}
+        self.invalid_signatures = 0
         self.default_key = secret_key(default_secret) if default_secret else None
         self.secrets = {}  # path prefix -> key
         self.behaviours = {}  # path -> dict
@@ -176,6 +182,7 @@ class State:
         with self.lock:
             self.records.clear()
             self.attempts.clear()
+            self.count, self.by_path, self.invalid_signatures = 0, {}, 0
             self.behaviours.clear()
             if spec.get("secrets"):
                 self.secrets.clear()
@@ -211,7 +218,11 @@ class State:
             k = (path, webhook_id)
             self.attempts[k] = self.attempts.get(k, 0) + 1
             rec_fields["attempt"] = self.attempts[k]
-            self.records.append(rec_fields)
+            self.count += 1
+            self.by_path[path] = self.by_path.get(path, 0) + 1
+            self.invalid_signatures += 0 if rec_fields["signature_valid"] else 1
+            if self.keep_records:
+                self.records.append(rec_fields)
             if self.log:
                 self.log.write(json.dumps(rec_fields) + "\n")
                 self.log.flush()
@@ -224,13 +235,10 @@ class State:
 
     def stats(self):
         with self.lock:
-            by_path = {}
-            for r in self.records:
-                by_path[r["path"]] = by_path.get(r["path"], 0) + 1
             return {
-                "count": len(self.records),
-                "by_path": by_path,
-                "invalid_signatures": sum(1 for r in self.records if not r["signature_valid"]),
+                "count": self.count,
+                "by_path": dict(self.by_path),
+                "invalid_signatures": self.invalid_signatures,
             }
 
 
@@ -407,10 +415,12 @@ def main(argv=None):
     ap.add_argument("--log", default=None, help="append one JSON line per request")
     ap.add_argument("--port-file", default=None, help="write the bound port here")
     ap.add_argument("--seed", type=int, default=None, help="seed for fail/hang ratios")
+    ap.add_argument("--no-records", action="store_true",
+                    help="keep no records in memory (only --log has them)")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args(argv)
 
-    state = State(args.secret, args.log, args.seed)
+    state = State(args.secret, args.log, args.seed, keep_records=not args.no_records)
     server = Server(("127.0.0.1", args.port), Handler)
     server.state = state
     server.verbose = args.verbose
@@ -519,7 +529,7 @@ class Receiver:
     Attributes: port, base_url, client (a ReceiverClient), proc."""
 
     def __init__(self, secret=None, log=None, port=0, verbose=False, seed=None,
-                 python=sys.executable):
+                 python=sys.executable, keep_records=True):
         cmd = [python, os.path.abspath(__file__), "--port", str(port)]
         if secret:
             cmd += ["--secret", secret]
@@ -527,6 +537,8 @@ class Receiver:
             cmd += ["--log", log]
         if seed is not None:
             cmd += ["--seed", str(seed)]
+        if not keep_records:
+            cmd.append("--no-records")
         if verbose:
             cmd.append("--verbose")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)

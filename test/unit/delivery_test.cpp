@@ -765,7 +765,57 @@ void TestJsonContainment() {
                    R"({"user": {"tags": ["b"]}})"));
 }
 
-} // namespace
+// An event of stream "s" at position = version, for the dispatcher.
+FeedEvent StreamEvent(int64_t position) {
+    FeedEvent event;
+    event.position = position;
+    event.event_id = "01a21c4e-de36-77a0-bb41-c25c9257648" + std::to_string(position % 10);
+    event.stream = "s";
+    event.version = position;
+    event.action = "a";
+    event.payload = "{}";
+    event.metadata = "{}";
+    return event;
+}
+
+// An ordered subscription's message that is held (stored after the hold time, its next event
+// stored behind it) and then fails before the records are taken must still be stored first:
+// amebo.record_deliveries inserts the rows by seq, and the rows' order is the order in which
+// the stored messages are sent again. (The soak test saw a stream's version 290 sent after
+// 291 on a stalled worker.)
+void TestOrderedHeldThenFailed() {
+    DispatchSettings settings;
+    settings.hold_ms = 1000;
+    settings.request_timeout_ms = 2000;
+    Dispatcher dispatcher(settings);
+    Subscription subscription;
+    subscription.id = 7;
+    subscription.pattern = "*";
+    subscription.handler = "http://127.0.0.1:9/hook";
+    subscription.secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    subscription.ordered = true;
+    dispatcher.SetSubscriptions({subscription});
+    const int64_t now = 1000000000, second = 1000000;
+    dispatcher.AddEvent(StreamEvent(1), now);
+    dispatcher.EndTransaction(100);
+    std::vector<Request> sent = dispatcher.TakeRequests(now, 0);
+    CHECK(sent.size() == 1);
+    dispatcher.AddEvent(StreamEvent(2), now);
+    dispatcher.EndTransaction(200);
+    CHECK(dispatcher.TakeRequests(now, 0).empty()); // ordered: one request at a time
+    dispatcher.StoreHeld(now + second);
+    if (!sent.empty())
+        dispatcher.Finish(Response{sent[0].tag, 0, "timed out", 2000, ""}, now + 2 * second);
+    Json records = Json::parse(dispatcher.TakeRecords());
+    std::vector<std::pair<int64_t, int64_t>> stores; // (seq, position), as they are inserted
+    for (const auto &operation : records["operations"])
+        if (operation["op"] == "store")
+            stores.push_back({operation["seq"].get<int64_t>(),
+                              operation["positions"][0].get<int64_t>()});
+    std::sort(stores.begin(), stores.end());
+    CHECK(stores.size() == 2);
+    CHECK(stores.size() == 2 && stores[0].second == 1 && stores[1].second == 2);
+}
 
 // Events in a request's body: 1 for a single envelope, the array's length for a batch.
 size_t EventsIn(const Request &request) {
@@ -824,6 +874,8 @@ void TestBatchLinger() {
     CHECK_EQ(idle.empty() ? 0u : EventsIn(idle.front()), 3u);
 }
 
+} // namespace
+
 int main() {
     TestSigning();
     TestBase64();
@@ -837,6 +889,7 @@ int main() {
     TestRetryAfter();
     TestActionMatching();
     TestJsonContainment();
+    TestOrderedHeldThenFailed();
     TestBatchLinger();
     std::cout << "delivery_test: " << checks_run - checks_failed << " of " << checks_run
               << " checks passed\n";

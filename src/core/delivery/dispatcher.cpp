@@ -533,9 +533,18 @@ std::string Dispatcher::TakeRecords() {
         touched.insert(record["subscription_id"].get<int64_t>());
         if (record.value("disable", false))
             disable.push_back(record["subscription_id"]);
-        if (record.contains("op"))
-            last_operations[record["subscription_id"].dump() + " " +
-                            record["webhook_id"].get<std::string>()] = record;
+        if (record.contains("op")) {
+            std::string key =
+                record["subscription_id"].dump() + " " + record["webhook_id"].get<std::string>();
+            nlohmann::json operation = record;
+            // A message stored twice in one batch (held, then failed) keeps the place of its
+            // first store: rows are inserted by seq, and an ordered subscription's stored
+            // messages are sent again in the order of their rows.
+            auto earlier = last_operations.find(key);
+            if (earlier != last_operations.end())
+                operation["seq"] = earlier->second["seq"];
+            last_operations[key] = std::move(operation);
+        }
         if (record["logged"].get<bool>())
             log.push_back(std::move(record));
     }
