@@ -32,12 +32,7 @@ run_benchmarks() {
         return 1
     fi
     source test/lib/cluster.sh
-    # A port nothing listens on (other clusters may run on this machine).
-    port=${BENCH_PORT:-}
-    for candidate in $(seq 55432 55499); do
-        [ -n "$port" ] && break
-        (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null || port=$candidate
-    done
+    port=${BENCH_PORT:-$(free_port 55432)}
     dir=$(mktemp -d /tmp/amebo-bench.XXXXXX)
     # shellcheck disable=SC2064 # expand dir now: the trap runs after the function returned
     trap "cluster_stop '$dir'; rm -rf '$dir'" EXIT

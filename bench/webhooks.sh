@@ -55,12 +55,7 @@ run_webhooks() {
         return 1
     fi
     source test/lib/cluster.sh
-    # A port nothing listens on (other clusters may run on this machine).
-    port=${BENCH_WEBHOOK_PORT:-}
-    for candidate in $(seq 55500 55599); do
-        [ -n "$port" ] && break
-        (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null || port=$candidate
-    done
+    port=${BENCH_WEBHOOK_PORT:-$(free_port 55500)}
     dir=$(mktemp -d /tmp/amebo-bench-webhooks.XXXXXX)
     # shellcheck disable=SC2064 # expand dir now: the trap runs after the function returned
     trap "cluster_stop '$dir'; rm -rf '$dir'" EXIT

@@ -4,15 +4,6 @@
 
 source "$(dirname "${BASH_SOURCE[0]}")/cluster.sh"
 
-# Prints the first TCP port from $1 on that nothing listens on at 127.0.0.1.
-free_port() {
-    local port=$1
-    while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
-        port=$((port + 1))
-    done
-    echo "$port"
-}
-
 # Prints a python3 that can import psycopg (3): $PYTHON, python3 on the PATH, or the system's.
 python_with_psycopg() {
     local candidate
