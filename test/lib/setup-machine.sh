@@ -17,6 +17,8 @@ packages=(
     libssl-dev
     libipc-run-perl
     nginx
+    clang
+    libclang-rt-14-dev
 )
 
 # valijson is header-only, but Debian's libvalijson-dev depends on the libraries of every
