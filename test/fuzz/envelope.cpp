@@ -38,12 +38,18 @@ FeedEvent EventOf(std::string_view input) {
     return event;
 }
 
+// True when text is JSON as jsonb stores it: no NUL byte (PostgreSQL text has none, and
+// nlohmann's parser takes one for the end of the input) and accepted by the parser.
+bool IsJsonText(const std::string &text) {
+    return text.find('\0') == std::string::npos && json::accept(text);
+}
+
 // True when the event is one PostgreSQL can hand over: UTF-8 text and JSON (or empty) bodies.
 bool IsStorable(const FeedEvent &event) {
     using amebo::fuzz::IsValidUtf8;
     return IsValidUtf8(event.event_id) && IsValidUtf8(event.stream) && IsValidUtf8(event.action) &&
-           (event.payload.empty() || json::accept(event.payload)) &&
-           (event.metadata.empty() || json::accept(event.metadata));
+           (event.payload.empty() || IsJsonText(event.payload)) &&
+           (event.metadata.empty() || IsJsonText(event.metadata));
 }
 
 // The JSON a body field should carry.

@@ -28,7 +28,7 @@ int64_t BackoffByWideMath(int attempt, int64_t base_ms, int64_t max_ms) {
     __int128 base = std::max<int64_t>(base_ms, 0);
     __int128 cap = std::max<int64_t>(max_ms, 0);
     __int128 delay = std::min(base, cap);
-    for (int i = 1; i < attempt && delay < cap; i++)
+    for (int i = 1; i < attempt && delay > 0 && delay < cap; i++)
         delay = std::min(delay * 2, cap);
     return static_cast<int64_t>(delay);
 }

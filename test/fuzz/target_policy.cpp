@@ -49,6 +49,16 @@ bool CurlParts(const std::string &url, std::string *host, int *port) {
     return parsed;
 }
 
+// True when two host texts name the same host: equal, or the same IPv6 address written two
+// ways (curl writes IPv6 literals in their canonical form).
+bool SameHost(const std::string &a, const std::string &b) {
+    in6_addr first{};
+    in6_addr second{};
+    if (inet_pton(AF_INET6, a.c_str(), &first) == 1 && inet_pton(AF_INET6, b.c_str(), &second) == 1)
+        return std::memcmp(&first, &second, sizeof first) == 0;
+    return a == b;
+}
+
 // Checks what ParseHandlerUrl accepted.
 void CheckAcceptedUrl(const std::string &url, const amebo::delivery::HandlerUrl &parsed) {
     FUZZ_CHECK(url.size() <= 2048, "too long");
@@ -73,7 +83,7 @@ void CheckAcceptedUrl(const std::string &url, const amebo::delivery::HandlerUrl 
     std::string curl_host;
     int curl_port = 0;
     if (CurlParts(url, &curl_host, &curl_port)) {
-        FUZZ_CHECK(curl_host == parsed.host,
+        FUZZ_CHECK(SameHost(curl_host, parsed.host),
                    "curl reads host " + curl_host + ", amebo " + parsed.host + " in " + url);
         FUZZ_CHECK(curl_port == parsed.port, "curl reads port " + std::to_string(curl_port) +
                                                  ", amebo " + std::to_string(parsed.port));
