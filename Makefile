@@ -37,7 +37,7 @@ VALIJSON_INCLUDE = $(srcdir)/.deps/valijson/usr/include
 $(PURE_OBJS): override CPPFLAGS = -I$(srcdir)/src -isystem $(VALIJSON_INCLUDE) -DAMEBO_PURE_CXX
 $(VALIJSON_INCLUDE)/valijson/validator.hpp:
 	@echo "valijson's headers are missing: run bash test/lib/setup-machine.sh" >&2; exit 1
-src/core/schema/json_schema.o: $(VALIJSON_INCLUDE)/valijson/validator.hpp
+src/core/schema/json_schema.o src/core/schema/references.o: $(VALIJSON_INCLUDE)/valijson/validator.hpp
 $(OBJS): $(AMEBO_HEADERS)
 
 .PHONY: demo test bench format format-check
