@@ -72,7 +72,8 @@ environment+=" ASAN_OPTIONS='detect_leaks=0:abort_on_error=1:log_path=$logs/asan
 environment+=" UBSAN_OPTIONS='print_stacktrace=1:halt_on_error=1:log_path=$logs/ubsan'"
 # The run must be able to fail: amebo.so must carry ASan's checks, and a program with a heap
 # overflow, run with the same settings, must leave a report where the scan below looks.
-nm -D "$(pg_config --pkglibdir)/amebo.so" | grep -q __asan_report_load || {
+nm -D "$(pg_config --pkglibdir)/amebo.so" >"$work/amebo.symbols"
+grep -q __asan_report_load "$work/amebo.symbols" || {
     echo "amebo.so is not instrumented" >&2
     exit 1
 }
