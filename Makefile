@@ -16,8 +16,9 @@ AMEBO_HEADERS = $(wildcard src/*.hpp src/*/*.hpp src/*/*/*.hpp)
 
 PG_CPPFLAGS = -I$(srcdir)/src
 PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Wno-register -Wno-unused-parameter \
-	-Wno-missing-field-initializers -fno-omit-frame-pointer $(AMEBO_WERROR)
-SHLIB_LINK = -lcurl -lcrypto -lstdc++
+	-Wno-missing-field-initializers -fno-omit-frame-pointer $(AMEBO_WERROR) $(AMEBO_SANITIZE)
+# AMEBO_SANITIZE: sanitizer flags for compiling and linking (test/sanitize.sh sets them).
+SHLIB_LINK = -lcurl -lcrypto -lstdc++ $(AMEBO_SANITIZE)
 
 REGRESS = setup border append read_stream read_all immutability bad_input registry validation \
 	state projections subscriptions privileges upgrade
@@ -37,7 +38,7 @@ VALIJSON_INCLUDE = $(srcdir)/.deps/valijson/usr/include
 $(PURE_OBJS): override CPPFLAGS = -I$(srcdir)/src -isystem $(VALIJSON_INCLUDE) -DAMEBO_PURE_CXX
 $(VALIJSON_INCLUDE)/valijson/validator.hpp:
 	@echo "valijson's headers are missing: run bash test/lib/setup-machine.sh" >&2; exit 1
-src/core/schema/json_schema.o: $(VALIJSON_INCLUDE)/valijson/validator.hpp
+src/core/schema/json_schema.o src/core/schema/references.o: $(VALIJSON_INCLUDE)/valijson/validator.hpp
 $(OBJS): $(AMEBO_HEADERS)
 
 .PHONY: demo test bench soak format format-check
@@ -50,16 +51,60 @@ bench:
 # Not part of `make test`: SOAK_SECONDS (default 600) of mixed load, see test/soak/run.sh.
 soak:
 	bash test/soak/run.sh
+
+FUZZ_SOURCES = $(wildcard test/fuzz/*.cpp test/fuzz/*.hpp)
 format:
-	clang-format -i $(PG_SRCS) $(PURE_SRCS) $(AMEBO_HEADERS)
+	clang-format -i $(PG_SRCS) $(PURE_SRCS) $(AMEBO_HEADERS) $(FUZZ_SOURCES)
 format-check:
-	clang-format --dry-run --Werror $(PG_SRCS) $(PURE_SRCS) $(AMEBO_HEADERS)
+	clang-format --dry-run --Werror $(PG_SRCS) $(PURE_SRCS) $(AMEBO_HEADERS) $(FUZZ_SOURCES)
 
 # Unit tests of the pure C++ modules: a plain program, no PostgreSQL server needed.
 .PHONY: unit
 EXTRA_CLEAN += test/unit/delivery_test
-unit: test/unit/delivery_test
+unit: test/unit/delivery_test fuzz-replay
 	./test/unit/delivery_test
 test/unit/delivery_test: test/unit/delivery_test.cpp $(PURE_OBJS) $(AMEBO_HEADERS)
 	$(CXX) -std=c++17 -Wall -Wextra -Werror -I$(srcdir)/src -isystem $(VALIJSON_INCLUDE) \
 		-DAMEBO_PURE_CXX -o $@ $(filter %.cpp %.o,$^) -lcrypto
+
+# Fuzzing the pure C++ modules (test/fuzz/, one target per file). The pure sources are compiled
+# again into build/, apart from the PGXS objects: `make fuzz` with clang and libFuzzer
+# (FUZZ_SECONDS per target, default 60), `make fuzz-replay` (part of `make unit`) with g++ and
+# a plain main() that replays the seed corpus and the kept crash inputs under ASan and UBSan.
+.PHONY: fuzz fuzz-build fuzz-replay
+FUZZ_TARGETS = $(filter-out replay_main,$(basename $(notdir $(wildcard test/fuzz/*.cpp))))
+FUZZ_SECONDS ?= 60
+FUZZ_CXX ?= clang++
+FUZZ_HEADERS = $(AMEBO_HEADERS) $(wildcard test/fuzz/*.hpp)
+FUZZ_CPPFLAGS = -std=c++17 -g -O1 -fno-omit-frame-pointer -I$(srcdir)/src -I$(srcdir)/test/fuzz \
+	-isystem $(VALIJSON_INCLUDE) -DAMEBO_PURE_CXX
+FUZZ_LIBS = -lcurl -lcrypto
+LIBFUZZER_OBJS = $(PURE_SRCS:%.cpp=build/fuzz/%.o)
+REPLAY_OBJS = $(PURE_SRCS:%.cpp=build/fuzz-replay/%.o)
+REPLAY_SANITIZE = -fsanitize=address,undefined -fno-sanitize-recover=all
+# g++ warns "maybe uninitialized" inside libstdc++'s <regex> when sanitizing; a false alarm.
+REPLAY_WARNINGS = -Wall -Wextra -Werror -Wno-maybe-uninitialized
+EXTRA_CLEAN += build/fuzz build/fuzz-replay
+
+fuzz: fuzz-build
+	bash test/fuzz/run.sh build/fuzz $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+fuzz-build: $(FUZZ_TARGETS:%=build/fuzz/%)
+build/fuzz/%.o: %.cpp $(FUZZ_HEADERS) $(VALIJSON_INCLUDE)/valijson/validator.hpp
+	@mkdir -p $(dir $@)
+	$(FUZZ_CXX) $(FUZZ_CPPFLAGS) -fsanitize=fuzzer-no-link,address,undefined -c -o $@ $<
+build/fuzz/%: test/fuzz/%.cpp $(LIBFUZZER_OBJS) $(FUZZ_HEADERS)
+	$(FUZZ_CXX) $(FUZZ_CPPFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< \
+		$(LIBFUZZER_OBJS) $(FUZZ_LIBS)
+
+fuzz-replay: $(FUZZ_TARGETS:%=build/fuzz-replay/%)
+	@for target in $(FUZZ_TARGETS); do \
+		build/fuzz-replay/$$target test/fuzz/corpus/$$target test/fuzz/regressions/$$target \
+			|| exit 1; \
+	done
+build/fuzz-replay/%.o: %.cpp $(FUZZ_HEADERS) $(VALIJSON_INCLUDE)/valijson/validator.hpp
+	@mkdir -p $(dir $@)
+	$(CXX) $(FUZZ_CPPFLAGS) $(REPLAY_WARNINGS) $(REPLAY_SANITIZE) -c -o $@ $<
+build/fuzz-replay/%: test/fuzz/%.cpp build/fuzz-replay/test/fuzz/replay_main.o $(REPLAY_OBJS) \
+		$(FUZZ_HEADERS)
+	$(CXX) $(FUZZ_CPPFLAGS) $(REPLAY_WARNINGS) $(REPLAY_SANITIZE) -o $@ $< \
+		build/fuzz-replay/test/fuzz/replay_main.o $(REPLAY_OBJS) $(FUZZ_LIBS)

@@ -72,6 +72,8 @@ SELECT q, regress.outcome(q) FROM (VALUES
     ($$SELECT amebo.create_action('user.deleted', 'users', '{"$ref": "#"}')$$),
     ($$SELECT amebo.create_action('user.deleted', 'users', '{"allOf": [{"$ref": "#"}]}')$$),
     ($$SELECT amebo.create_action('user.deleted', 'users', '{"definitions": {"a": {"not": {"$ref": "#/definitions/b"}}, "b": {"anyOf": [{"$ref": "#/definitions/a"}]}}, "$ref": "#/definitions/a"}')$$),
+    ($$SELECT amebo.create_action('user.deleted', 'users', '{"$ref": "x"}')$$),
+    ($$SELECT amebo.create_action('user.deleted', 'users', '{"$ref": "#/"}')$$),
     ($$SELECT amebo.update_action('user.deleted', 'users')$$),
     ($$SELECT amebo.update_action('user.created', 'nobody')$$),
     ($$SELECT amebo.drop_action('user.deleted')$$)

@@ -22,6 +22,8 @@ packages=(
     pgbouncer
     nodejs
     npm
+    clang
+    libclang-rt-14-dev
 )
 
 # valijson is header-only, but Debian's libvalijson-dev depends on the libraries of every

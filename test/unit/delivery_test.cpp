@@ -612,7 +612,10 @@ void TestRetryDelay() {
     CHECK_EQ(RetryDelayMs(INT_MAX, 0, 60000, 0.5), 0);
     CHECK_EQ(RetryDelayMs(1, 90000, 60000, 0.5), 60000);
     CHECK_EQ(RetryDelayMs(1, -5, -5, 0.5), 0);
-    CHECK_EQ(RetryDelayMs(100, 1, std::numeric_limits<int64_t>::max(), 0.5), int64_t{1} << 62);
+    // min(max, 1 * 2^99) is max itself: the cap is reached, not stopped at 2^62.
+    CHECK_EQ(RetryDelayMs(100, 1, std::numeric_limits<int64_t>::max(), 0.5),
+             std::numeric_limits<int64_t>::max());
+    CHECK_EQ(RetryDelayMs(63, 1, std::numeric_limits<int64_t>::max(), 0.5), int64_t{1} << 62);
     int64_t saturated = RetryDelayMs(INT_MAX, std::numeric_limits<int64_t>::max(),
                                      std::numeric_limits<int64_t>::max(), 0.99);
     CHECK_EQ(saturated, std::numeric_limits<int64_t>::max());

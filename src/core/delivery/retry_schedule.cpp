@@ -16,10 +16,11 @@ constexpr std::string_view kDayNames[] = {"Mon", "Tue", "Wed", "Thu", "Fri", "Sa
 constexpr std::string_view kMonthNames[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                             "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
 
-// min(max_ms, base_ms * 2^(attempt-1)) for non-negative times: doubles at most 62 times and
-// only while below max_ms, so it cannot overflow or loop long however large attempt is.
+// min(max_ms, base_ms * 2^(attempt-1)) for non-negative times: doubles at most 63 times (enough
+// for a base of 1 to reach any int64 max_ms) and only while below max_ms, so it cannot overflow
+// or loop long however large attempt is.
 int64_t CappedBackoff(int attempt, int64_t base_ms, int64_t max_ms) {
-    constexpr int kMaxDoublings = 62;
+    constexpr int kMaxDoublings = 63;
     int doublings = attempt <= 1 ? 0 : std::min(attempt - 1, kMaxDoublings);
     int64_t delay = std::min(base_ms, max_ms);
     for (int i = 0; i < doublings && delay > 0 && delay < max_ms; i++)

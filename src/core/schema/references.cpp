@@ -1,9 +1,13 @@
 // Local "$id" references. Pure C++.
 #include "core/schema/references.hpp"
 
+#include <cctype>
 #include <map>
 #include <set>
+#include <utility>
 #include <vector>
+
+#include <valijson/internal/uri.hpp>
 
 #include "core/error.hpp"
 
@@ -97,34 +101,61 @@ void RewriteRefs(json &node, const std::string &base, const std::map<std::string
             RewriteRefs(value, scope, ids, root);
 }
 
-// The node a local JSON Pointer ("/definitions/a", "" for the root) names, or nullptr.
-const json *Resolve(const json &root, const std::string &pointer) {
+// A JSON Pointer token decoded as valijson decodes it: "~1" then "~0" replaced, then "%XX"
+// escapes; false for a malformed escape (valijson then refuses the schema itself).
+bool DecodeToken(std::string token, std::string *key) {
+    for (auto [from, to] : {std::pair<const char *, const char *>{"~1", "/"}, {"~0", "~"}})
+        for (auto at = token.find(from); at != std::string::npos; at = token.find(from, at + 1))
+            token.replace(at, 2, to);
+    for (auto at = token.find('%'); at != std::string::npos; at = token.find('%', at + 1)) {
+        if (at + 3 > token.size() || !std::isxdigit(static_cast<unsigned char>(token[at + 1])) ||
+            !std::isxdigit(static_cast<unsigned char>(token[at + 2])))
+            return false;
+        token.replace(at, 3, 1, static_cast<char>(std::stoi(token.substr(at + 1, 2), nullptr, 16)));
+    }
+    *key = std::move(token);
+    return true;
+}
+
+// The node a local JSON Pointer ("/definitions/a", "" for the root) names, or nullptr, read
+// as valijson reads it: trailing '/' trimmed, empty tokens skipped, array indexes by stoul.
+const json *Resolve(const json &root, std::string pointer) {
+    pointer.erase(pointer.find_last_not_of('/') + 1);
     const json *node = &root;
     std::size_t pos = 0;
     while (pos < pointer.size()) {
         if (pointer[pos] != '/')
             return nullptr;
         std::size_t next = pointer.find('/', pos + 1);
-        std::string token =
-            pointer.substr(pos + 1, next == std::string::npos ? std::string::npos : next - pos - 1);
         std::string key;
-        for (std::size_t i = 0; i < token.size(); i++) {
-            if (token[i] == '~' && i + 1 < token.size())
-                key += token[++i] == '1' ? '/' : '~';
-            else
-                key += token[i];
-        }
+        if (!DecodeToken(pointer.substr(pos + 1, next == std::string::npos ? next : next - pos - 1),
+                         &key))
+            return nullptr;
+        pos = next == std::string::npos ? pointer.size() : next;
+        if (key.empty())
+            continue;
         if (node->is_object() && node->contains(key))
             node = &node->at(key);
-        else if (node->is_array() && !key.empty() &&
-                 key.find_first_not_of("0123456789") == std::string::npos &&
-                 std::stoul(key) < node->size())
+        else if (node->is_array() && std::isdigit(static_cast<unsigned char>(key[0])) &&
+                 key.size() < 19 && std::stoul(key) < node->size())
             node = &(*node)[std::stoul(key)];
         else
             return nullptr;
-        pos = next == std::string::npos ? pointer.size() : next;
     }
     return node;
+}
+
+// True when valijson resolves reference inside the schema itself (it does so for every
+// reference whose document part is neither an absolute URI nor a URN, "x" and "a#/b"
+// included); sets *pointer to its JSON Pointer.
+bool IsLocalReference(const std::string &reference, std::string *pointer) {
+    auto hash = reference.find('#');
+    std::string document = reference.substr(0, hash);
+    if (hash != 0 && (valijson::internal::uri::isUriAbsolute(document) ||
+                      valijson::internal::uri::isUrn(document)))
+        return false;
+    *pointer = hash == std::string::npos ? "" : reference.substr(hash + 1);
+    return true;
 }
 
 // The subschemas a validator applies to the same instance as node: through "$ref", "allOf",
@@ -134,9 +165,9 @@ std::vector<const json *> InPlaceSubschemas(const json &root, const json &node) 
     if (!node.is_object())
         return next;
     if (node.contains("$ref") && node.at("$ref").is_string()) {
-        std::string reference = node.at("$ref").get<std::string>();
-        if (!reference.empty() && reference[0] == '#')
-            if (const json *target = Resolve(root, reference.substr(1)))
+        std::string pointer;
+        if (IsLocalReference(node.at("$ref").get<std::string>(), &pointer))
+            if (const json *target = Resolve(root, pointer))
                 next.push_back(target);
         return next; // draft 7 ignores the siblings of "$ref"
     }

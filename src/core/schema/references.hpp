@@ -20,7 +20,9 @@ void CheckReferenceDepth(const nlohmann::json &schema);
 
 // Throws amebo::Error (AM007) if following "$ref"s from some subschema leads back to it
 // without descending into the document (valijson would recurse until the stack overflows).
-// Local references only ("#..." JSON Pointers, after ResolveLocalReferences).
+// Follows the references valijson resolves inside the schema: "#..." JSON Pointers, and any
+// reference whose document part is not an absolute URI or a URN ("x", "a#/b"), which
+// valijson reads as the same document.
 void CheckReferenceCycles(const nlohmann::json &schema);
 
 // Resolves a URI reference against a base URI (RFC 3986, without dot-segment removal).
