@@ -67,6 +67,7 @@ SELECT q, regress.outcome(q) FROM (VALUES
     ($$SELECT amebo.create_action('user.deleted', 'users', '{"type": 5}')$$),
     ($$SELECT amebo.create_action('user.deleted', 'users', '{"properties": []}')$$),
     ($$SELECT amebo.create_action('user.deleted', 'users', '{"pattern": "(unclosed"}')$$),
+    ($$SELECT amebo.create_action('user.deleted', 'users', '{"pattern": "(a)\\2222222222222222222"}')$$),
     ($$SELECT amebo.create_action('user.deleted', 'users', '{"$ref": "http://example.com/s.json"}')$$),
     ($$SELECT amebo.create_action('user.deleted', 'users', '"just a string"')$$),
     ($$SELECT amebo.create_action('user.deleted', 'users', '{"$ref": "#"}')$$),

@@ -6,6 +6,7 @@
 #define VALIJSON_USE_EXCEPTIONS 1
 
 #include <algorithm>
+#include <cctype>
 #include <regex>
 
 #include <nlohmann/json.hpp>
@@ -154,8 +155,30 @@ int PatternNesting(const std::string &pattern) {
     return deepest;
 }
 
+// True when the pattern has an escape followed by three or more digits (a back-reference
+// beyond number 99, which libstdc++'s regex compiler reads with a signed overflow).
+bool HasLongNumericEscape(const std::string &pattern) {
+    for (size_t i = 0; i + 1 < pattern.size(); i++) {
+        if (pattern[i] != '\\')
+            continue;
+        size_t digits = 0;
+        while (i + 1 + digits < pattern.size() &&
+               std::isdigit(static_cast<unsigned char>(pattern[i + 1 + digits])))
+            digits++;
+        if (digits >= 3)
+            return true;
+        i++; // the escaped character
+    }
+    return false;
+}
+
 // Throws AM007 unless pattern compiles as the ECMAScript regex valijson will build from it.
 void CheckPattern(const std::string &pattern) {
+    if (HasLongNumericEscape(pattern))
+        throw Error(sqlstate::kInvalidSchema,
+                    "invalid JSON Schema: pattern \"" + pattern +
+                        "\" has an escape with three or more digits",
+                    "Back-references go up to \\99.");
     if (PatternNesting(pattern) > kMaxPatternNesting)
         throw Error(sqlstate::kStatementTooComplex,
                     "pattern of a JSON Schema nests groups too deeply",
