@@ -207,11 +207,11 @@ ok( $primary->poll_query_until(
 # locks are not WAL-logged: the standby does not see them).
 my $blocker = $primary->background_psql('postgres');
 $blocker->query_safe(
-	'BEGIN; LOCK TABLE amebo.delivery_log, amebo.delivery_checkpoint IN SHARE MODE');
+	'BEGIN; LOCK TABLE amebo.delivery_log_entries, amebo.delivery_checkpoint IN SHARE MODE');
 ok( $primary->poll_query_until(
 		'postgres', q{
 		SELECT count(*) > 0 FROM pg_locks
-		WHERE NOT granted AND relation IN ('amebo.delivery_log'::regclass,
+		WHERE NOT granted AND relation IN ('amebo.delivery_log_entries'::regclass,
 		                                   'amebo.delivery_checkpoint'::regclass)}),
 	'the old primary\'s worker waits for its bookkeeping');
 append_events($primary, 'three', 100);
