@@ -23,7 +23,8 @@ SELECT max(l.attempted_at),
            'error', l.error, 'duration_ms', l.duration_ms, 'attempted_at', l.attempted_at)
            ORDER BY l.attempted_at)
 FROM amebo.delivery_log l
-GROUP BY pg_catalog.date_trunc('second', l.attempted_at);
+GROUP BY pg_catalog.date_trunc('second', l.attempted_at)
+ORDER BY 1;
 DROP TABLE amebo.delivery_log;
 
 -- Every delivery attempt, one row each; recorded_at (when the worker wrote it down, at most
@@ -85,7 +86,7 @@ BEGIN
                o.next_attempt_at, o.status, o.error
         FROM jsonb_to_recordset(outcomes->'operations') AS o(subscription_id bigint,
             webhook_id text, positions bigint[], op text, state text, attempt integer,
-            next_attempt_at timestamptz, status integer, error text, seq integer)
+            next_attempt_at timestamptz, status integer, error text, seq bigint)
         WHERE o.op = 'store'
           AND EXISTS (SELECT 1 FROM amebo.subscriptions s WHERE s.id = o.subscription_id)
         ORDER BY o.seq

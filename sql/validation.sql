@@ -73,6 +73,18 @@ SELECT left(q, 60) AS q, regress.outcome(q) FROM (VALUES
         (SELECT jsonb_object_agg('d' || g, jsonb_build_object('properties', jsonb_build_object('a',
              jsonb_build_object('$ref', '#/definitions/d' || (g + 1))))) FROM generate_series(1, 5000) g)
         || '{"d5001": {}}'))$$),
+    -- The same chains entered from "properties" (visited after "definitions"), written
+    -- backwards, or through references that are local without starting with "#".
+    ($$SELECT amebo.check_schema(jsonb_build_object('properties', jsonb_build_object('x',
+        jsonb_build_object('$ref', '#/definitions/d20000')), 'definitions',
+        (SELECT jsonb_object_agg('d' || g, CASE WHEN g = 1 THEN '{"type": "string"}'::jsonb
+             ELSE jsonb_build_object('$ref', '#/definitions/d' || (g - 1)) END)
+         FROM generate_series(1, 20000) g)))$$),
+    ($$SELECT amebo.check_schema(jsonb_build_object('properties', jsonb_build_object('x',
+        jsonb_build_object('$ref', 'x#/definitions/d1')), 'definitions',
+        (SELECT jsonb_object_agg('d' || g, jsonb_build_object('properties', jsonb_build_object('p',
+             jsonb_build_object('$ref', 'x#/definitions/d' || (g + 1))))) FROM generate_series(1, 20000) g)
+        || '{"d20001": {}}'))$$),
     -- A recursive schema and a chain of 300 stay fine.
     ($$SELECT amebo.check_schema('{"properties": {"a": {"$ref": "#"}}, "items": {"$ref": "#"}}')$$),
     ($$SELECT amebo.check_schema(jsonb_build_object('$ref', '#/definitions/d1', 'definitions',

@@ -199,7 +199,7 @@ class Dispatcher {
     int64_t earliest_retry_ = INT64_MAX;
     uint64_t next_tag_ = 1;
     uint64_t read_up_to_ = 0;
-    int record_seq_ = 0;
+    int64_t record_seq_ = 0;
     size_t backlog_ = 0;
     size_t round_robin_ = 0;
     std::mt19937_64 random_;

@@ -1,6 +1,7 @@
 // Local "$id" references. Pure C++.
 #include "core/schema/references.hpp"
 
+#include <algorithm>
 #include <cctype>
 #include <map>
 #include <set>
@@ -198,30 +199,40 @@ void Visit(const json &root, const json *node, std::set<const json *> &path,
     done.insert(node);
 }
 
-// Follows subschemas and local "$ref"s depth first, each node once (as valijson's parser
-// does), throwing once the path is deeper than kMaxReferenceDepth.
-void CheckDepth(const json &root, const json &node, std::size_t depth,
-                std::set<const json *> &seen) {
-    if (!seen.insert(&node).second)
-        return;
+// The longest chain of subschemas and local "$ref"s that leads down from node (memoised in
+// heights; an edge back to a node on the current path counts nothing), throwing once depth
+// plus that chain passes kMaxReferenceDepth, whatever order the keys are visited in.
+std::size_t Height(const json &root, const json &node, std::size_t depth,
+                   std::map<const json *, std::size_t> &heights, std::set<const json *> &path) {
+    if (auto known = heights.find(&node); known != heights.end()) {
+        if (depth + known->second > kMaxReferenceDepth)
+            TooDeep();
+        return known->second;
+    }
     if (depth > kMaxReferenceDepth)
         TooDeep();
+    if (!path.insert(&node).second)
+        return 0;
+    std::size_t height = 0;
+    auto follow = [&](const json &child) {
+        height = std::max(height, 1 + Height(root, child, depth + 1, heights, path));
+    };
     if (node.is_array()) {
         for (const auto &item : node)
-            CheckDepth(root, item, depth + 1, seen);
-        return;
+            follow(item);
+    } else if (node.is_object()) {
+        std::string pointer;
+        if (node.contains("$ref") && node.at("$ref").is_string() &&
+            IsLocalReference(node.at("$ref").get<std::string>(), &pointer))
+            if (const json *target = Resolve(root, pointer))
+                follow(*target);
+        for (const auto &[key, value] : node.items())
+            if (key != "enum" && key != "const" && key != "examples" && key != "default")
+                follow(value);
     }
-    if (!node.is_object())
-        return;
-    if (node.contains("$ref") && node.at("$ref").is_string()) {
-        std::string reference = node.at("$ref").get<std::string>();
-        if (!reference.empty() && reference[0] == '#')
-            if (const json *target = Resolve(root, reference.substr(1)))
-                CheckDepth(root, *target, depth + 1, seen);
-    }
-    for (const auto &[key, value] : node.items())
-        if (key != "enum" && key != "const" && key != "examples" && key != "default")
-            CheckDepth(root, value, depth + 1, seen);
+    path.erase(&node);
+    heights[&node] = height;
+    return height;
 }
 
 // Checks every subschema.
@@ -243,8 +254,9 @@ void CheckCycles(const json &root, const json &node, std::set<const json *> &don
 } // namespace
 
 void CheckReferenceDepth(const json &schema) {
-    std::set<const json *> seen;
-    CheckDepth(schema, schema, 0, seen);
+    std::map<const json *, std::size_t> heights;
+    std::set<const json *> path;
+    Height(schema, schema, 0, heights, path);
 }
 
 void CheckReferenceCycles(const json &schema) {
