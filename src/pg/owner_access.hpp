@@ -11,8 +11,6 @@
 // abort restores the user and the settings.
 #pragma once
 
-#include <type_traits>
-
 #include "pg/postgres.hpp"
 
 namespace amebo::pg {
@@ -32,19 +30,6 @@ OwnerAccess EnterOwnerAccess();
 
 // Restores the user and search_path EnterOwnerAccess found.
 void LeaveOwnerAccess(const OwnerAccess &access);
-
-// Runs access() (PostgreSQL side) as the owner of amebo's tables; returns its result.
-template <typename F> auto AsTableOwner(F &&access) -> decltype(access()) {
-    OwnerAccess entered = EnterOwnerAccess();
-    if constexpr (std::is_void_v<decltype(access())>) {
-        access();
-        LeaveOwnerAccess(entered);
-    } else {
-        auto result = access();
-        LeaveOwnerAccess(entered);
-        return result;
-    }
-}
 
 // Raises 42501 unless the role may execute the function (for users' functions amebo calls
 // through fmgr, which checks nothing).

@@ -34,6 +34,18 @@ start_test_cluster() {
         -v ON_ERROR_STOP=1 -c "CREATE EXTENSION amebo"
 }
 
+# Stops the receiver whose pid a test program left in $TEST_WORK/receiver.pid (if it still
+# runs), then the cluster; removes $TEST_WORK. For tests that start their own receiver.
+stop_receiver_and_cluster() {
+    local pid
+    pid=$(cat "$TEST_WORK/receiver.pid" 2>/dev/null || true)
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        kill "$pid" 2>/dev/null || true
+    fi
+    cluster_stop "$TEST_CLUSTER" || true
+    rm -rf "$TEST_WORK"
+}
+
 # Prints the server log's errors except those matching the pattern $1 (expected ones).
 show_unexpected_errors() {
     echo "--- server log: unexpected errors (last 40)"

@@ -17,17 +17,6 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 source "$top/test/lib/script_test.sh"
 
-# Stops the receiver if the test program left it running, then the cluster; removes the files.
-cleanup() {
-    local pid
-    pid=$(cat "$TEST_WORK/receiver.pid" 2>/dev/null || true)
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-        kill "$pid" 2>/dev/null || true
-    fi
-    cluster_stop "$TEST_CLUSTER" || true
-    rm -rf "$TEST_WORK"
-}
-
 # Like start_test_cluster, with the settings the webhook tests need.
 start_webhooks_cluster() {
     TEST_WORK=$(mktemp -d "/tmp/amebo-webhooks.XXXXXX")
@@ -35,7 +24,7 @@ start_webhooks_cluster() {
     TEST_PORT=$(free_port "${AMEBO_WEBHOOKS_PORT:-55531}")
     PYTHON_BIN=$(python_with_psycopg)
     export PYTHONDONTWRITEBYTECODE=1
-    trap cleanup EXIT
+    trap stop_receiver_and_cluster EXIT
     cluster_start "$TEST_CLUSTER" "$TEST_PORT" \
         "wal_level = logical" \
         "amebo.allow_private_targets = on" \

@@ -33,7 +33,7 @@ run_soak() {
     TEST_PORT=$(free_port "${SOAK_PORT:-55650}")
     PYTHON_BIN=$(python_with_psycopg)
     export PYTHONDONTWRITEBYTECODE=1
-    trap stop_soak EXIT
+    trap stop_receiver_and_cluster EXIT
     cluster_start "$TEST_CLUSTER" "$TEST_PORT" \
         "wal_level = logical" \
         "amebo.allow_private_targets = on" \
@@ -60,17 +60,6 @@ run_soak() {
     fi
     echo "=== soak: exit status $status"
     return $status
-}
-
-# Stops the receiver if soak.py left it running, and the cluster; removes the files.
-stop_soak() {
-    local pid
-    pid=$(cat "$TEST_WORK/receiver.pid" 2>/dev/null || true)
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-        kill "$pid" 2>/dev/null || true
-    fi
-    cluster_stop "$TEST_CLUSTER" || true
-    rm -rf "$TEST_WORK"
 }
 
 if [ "${1:-}" = --as-user ]; then

@@ -16,6 +16,8 @@ use File::Spec;
 use IPC::Run;
 use JSON::PP;
 use PostgreSQL::Test::Cluster;
+use lib dirname(__FILE__);
+use AmeboStandby;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(sleep time);
@@ -161,23 +163,8 @@ sub check_receipts
 
 # -- the primary and its standby
 
-my $primary = PostgreSQL::Test::Cluster->new('primary');
-$primary->init(allows_streaming => 'logical');
-$primary->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'amebo'
-amebo.allow_private_targets = on
-amebo.retry_base_delay = 100
-amebo.retry_max_delay = 1000
-log_statement = none
-});
-$primary->start;
-$primary->backup('backup');
-my $standby = PostgreSQL::Test::Cluster->new('standby');
-$standby->init_from_backup($primary, 'backup', has_streaming => 1);
-$standby->start;
-
-$primary->safe_psql('postgres', 'CREATE EXTENSION amebo');
+my ($primary, $standby) = AmeboStandby::start_primary_and_standby(
+	"amebo.retry_base_delay = 100\namebo.retry_max_delay = 1000");
 is($primary->safe_psql('postgres', 'SELECT amebo.wait_for_worker(30)'),
 	't', 'the worker runs on the primary');
 $app_secret = $primary->safe_psql('postgres', "SELECT amebo.create_application('shop')");

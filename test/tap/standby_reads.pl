@@ -21,6 +21,8 @@ use warnings;
 use File::Basename qw(dirname);
 use File::Spec;
 use PostgreSQL::Test::Cluster;
+use lib dirname(__FILE__);
+use AmeboStandby;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time);
@@ -67,23 +69,8 @@ sub refused_on_standby
 }
 
 # -- the primary and its standby
-my $primary = PostgreSQL::Test::Cluster->new('primary');
-$primary->init(allows_streaming => 'logical');
-$primary->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'amebo'
-amebo.allow_private_targets = on
-amebo.retry_base_delay = 100
-amebo.worker_naptime = 200
-log_statement = none
-});
-$primary->start;
-$primary->backup('backup');
-my $standby = PostgreSQL::Test::Cluster->new('standby');
-$standby->init_from_backup($primary, 'backup', has_streaming => 1);
-$standby->start;
-
-$primary->safe_psql('postgres', 'CREATE EXTENSION amebo');
+my ($primary, $standby) = AmeboStandby::start_primary_and_standby(
+	"amebo.retry_base_delay = 100\namebo.worker_naptime = 200");
 run_sql_file($primary, "$top/examples/users/users.sql");
 run_sql_file($primary, "$top/test/dump/fixture.sql");
 is($primary->safe_psql('postgres', 'SELECT amebo.wait_for_worker(30)'), 't', 'the worker runs on the primary');

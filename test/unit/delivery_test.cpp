@@ -781,6 +781,16 @@ FeedEvent StreamEvent(int64_t position) {
     return event;
 }
 
+// A subscription to every action, with a valid secret, for the dispatcher tests.
+Subscription AnySubscription(int64_t id) {
+    Subscription subscription;
+    subscription.id = id;
+    subscription.pattern = "*";
+    subscription.handler = "http://127.0.0.1:9/hook";
+    subscription.secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    return subscription;
+}
+
 // An ordered subscription's message that is held (stored after the hold time, its next event
 // stored behind it) and then fails before the records are taken must still be stored first:
 // amebo.record_deliveries inserts the rows by seq, and the rows' order is the order in which
@@ -791,11 +801,7 @@ void TestOrderedHeldThenFailed() {
     settings.hold_ms = 1000;
     settings.request_timeout_ms = 2000;
     Dispatcher dispatcher(settings);
-    Subscription subscription;
-    subscription.id = 7;
-    subscription.pattern = "*";
-    subscription.handler = "http://127.0.0.1:9/hook";
-    subscription.secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    Subscription subscription = AnySubscription(7);
     subscription.ordered = true;
     dispatcher.SetSubscriptions({subscription});
     const int64_t now = 1000000000, second = 1000000;
@@ -832,21 +838,13 @@ void TestBatchLinger() {
     DispatchSettings settings;
     settings.batch_linger_ms = 20;
     Dispatcher dispatcher(settings);
-    Subscription subscription;
-    subscription.id = 1;
-    subscription.pattern = "*";
-    subscription.handler = "http://127.0.0.1:9/";
-    subscription.secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    Subscription subscription = AnySubscription(1);
     subscription.batch_size = 4;
     dispatcher.SetSubscriptions({subscription});
     int64_t position = 0;
     auto commit = [&](int events, int64_t now) {
-        for (int i = 0; i < events; i++) {
-            FeedEvent event = SampleEvent();
-            event.position = ++position;
-            event.event_id.back() = static_cast<char>('0' + position % 10);
-            dispatcher.AddEvent(event, now);
-        }
+        for (int i = 0; i < events; i++)
+            dispatcher.AddEvent(StreamEvent(++position), now);
         dispatcher.EndTransaction(static_cast<uint64_t>(position) * 100);
     };
     const int64_t start = 800000000000000;

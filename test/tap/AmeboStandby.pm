@@ -1,0 +1,32 @@
+# A primary with amebo preloaded (wal_level = logical, loopback handlers allowed) and a
+# streaming hot standby of it, for the TAP tests in test/tap.
+package AmeboStandby;
+
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+
+# Starts the primary (with amebo created in database postgres) and its standby; extra_conf
+# is appended to the primary's postgresql.conf. Returns ($primary, $standby).
+sub start_primary_and_standby {
+	my ($extra_conf) = @_;
+	my $primary = PostgreSQL::Test::Cluster->new('primary');
+	$primary->init(allows_streaming => 'logical');
+	$primary->append_conf(
+		'postgresql.conf', qq{
+shared_preload_libraries = 'amebo'
+amebo.allow_private_targets = on
+log_statement = none
+$extra_conf
+});
+	$primary->start;
+	$primary->backup('backup');
+	my $standby = PostgreSQL::Test::Cluster->new('standby');
+	$standby->init_from_backup($primary, 'backup', has_streaming => 1);
+	$standby->start;
+	$primary->safe_psql('postgres', 'CREATE EXTENSION amebo');
+	return ($primary, $standby);
+}
+
+1;
