@@ -2,12 +2,11 @@
 #include "settings.hpp"
 
 #include "pg/postgres.hpp"
-#include "registry/action_rules.hpp"
 
 namespace amebo::settings {
 
 int max_payload_size = 1024 * 1024;
-int unknown_actions = registry::kAllowUnknownActions;
+int unknown_actions = kAllowUnknownActions;
 int snapshots_to_keep = 3;
 char *database_name = nullptr;
 int worker_naptime = 1000;
@@ -25,8 +24,8 @@ namespace {
 
 // The values amebo.unknown_actions accepts.
 const struct config_enum_entry kUnknownActionsOptions[] = {
-    {"allow", registry::kAllowUnknownActions, false},
-    {"reject", registry::kRejectUnknownActions, false},
+    {"allow", kAllowUnknownActions, false},
+    {"reject", kRejectUnknownActions, false},
     {nullptr, 0, false},
 };
 
@@ -88,8 +87,8 @@ void Init() {
         "What appending an action that is not registered does: allow (without validation) or "
         "reject.",
         "Superuser-only: it is a data-quality policy that roles must not lift for themselves.",
-        &unknown_actions, registry::kAllowUnknownActions, kUnknownActionsOptions, PGC_SUSET, 0,
-        nullptr, nullptr, nullptr);
+        &unknown_actions, kAllowUnknownActions, kUnknownActionsOptions, PGC_SUSET, 0, nullptr,
+        nullptr, nullptr);
     DefineCustomIntVariable("amebo.snapshots_to_keep",
                             "How many snapshots per stream save_snapshot keeps (the newest).",
                             nullptr, &snapshots_to_keep, 3, 1, 1000, PGC_USERSET, 0, nullptr,

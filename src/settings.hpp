@@ -6,7 +6,10 @@ namespace amebo::settings {
 // amebo.max_payload_size: the largest payload or metadata accepted, in bytes of jsonb.
 extern int max_payload_size;
 
-// amebo.unknown_actions: registry::kAllowUnknownActions or registry::kRejectUnknownActions.
+// What appending an action that is not registered does (amebo.unknown_actions's values).
+enum UnknownActions { kAllowUnknownActions, kRejectUnknownActions };
+
+// amebo.unknown_actions: kAllowUnknownActions or kRejectUnknownActions.
 extern int unknown_actions;
 
 // amebo.snapshots_to_keep: how many snapshots per stream save_snapshot keeps.

@@ -144,7 +144,7 @@ void OnRelcacheInvalidation(Datum, Oid relid) {
 int32 CheckPayload(text *action, Jsonb *payload, int element) {
     const ActionRule &rule = Rule(action);
     if (!rule.registered) {
-        if (settings::unknown_actions == kRejectUnknownActions) {
+        if (settings::unknown_actions == settings::kRejectUnknownActions) {
             std::string name(pg::TextView(action));
             throw Error(sqlstate::kUnknownAction, "action \"" + name + "\" is not registered",
                         "amebo.unknown_actions is set to reject unregistered actions.",

@@ -9,9 +9,6 @@
 
 namespace amebo::registry {
 
-// amebo.unknown_actions: what appending an action that is not registered does.
-enum UnknownActions { kAllowUnknownActions, kRejectUnknownActions };
-
 // Validates payload against action's current schema, under the amebo.unknown_actions policy;
 // returns the schema version used (0: none: unregistered, or registered without a schema).
 // Raises AM004 (payload fails the schema) or AM005 (unknown action refused). element is the
