@@ -4,7 +4,6 @@
 #include "core/error.hpp"
 #include "pg/guard.hpp"
 #include "pg/shared_memory.hpp"
-#include "worker/worker.hpp"
 
 namespace amebo::store::inflight {
 
@@ -27,6 +26,7 @@ struct SharedState {
 
 SharedState *g_shared = nullptr;
 bool g_published = false;
+CommitListener g_commit_listener = nullptr;
 
 // Bytes of shared memory needed for MaxBackends slots.
 Size SharedSize() {
@@ -73,6 +73,14 @@ void Withdraw() {
     g_published = false;
 }
 
+// Withdraws this backend's publication, then tells the listener if there was one.
+void WithdrawAndNotify() {
+    bool appended = g_published;
+    Withdraw();
+    if (appended && g_commit_listener != nullptr)
+        g_commit_listener();
+}
+
 // Ends the publication with the transaction, and refuses two-phase commit of appends:
 // a prepared transaction would hold every reader's horizon back with no backend to end it.
 void OnTransactionEvent(XactEvent event, void *) {
@@ -84,23 +92,15 @@ void OnTransactionEvent(XactEvent event, void *) {
                             "cannot PREPARE a transaction that appended events",
                             "Appends hold back amebo.read_all until they commit.");
             break;
-        case XACT_EVENT_COMMIT: {
+        case XACT_EVENT_COMMIT:
             // Withdraw first: a worker woken earlier could compute its horizon while this
             // backend still lists the new events as in flight, and then sleep past them.
-            bool appended = g_published;
-            Withdraw();
-            if (appended)
-                worker::WakeForCommittedEvents();
+            WithdrawAndNotify();
             break;
-        }
-        case XACT_EVENT_ABORT: {
-            // Events committed behind an aborted append become readable now: wake too.
-            bool appended = g_published;
-            Withdraw();
-            if (appended)
-                worker::WakeForCommittedEvents();
+        case XACT_EVENT_ABORT:
+            // Events committed behind an aborted append become readable now: notify too.
+            WithdrawAndNotify();
             break;
-        }
         case XACT_EVENT_PARALLEL_COMMIT:
         case XACT_EVENT_PARALLEL_ABORT:
         case XACT_EVENT_PREPARE:
@@ -140,6 +140,10 @@ void Init() {
     pg::RegisterSharedSegment(&kSegment);
     RegisterXactCallback(OnTransactionEvent, nullptr);
     before_shmem_exit(OnExit, 0);
+}
+
+void SetCommitListener(CommitListener listener) {
+    g_commit_listener = listener;
 }
 
 bool Available() {

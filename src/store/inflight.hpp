@@ -15,9 +15,16 @@
 namespace amebo::store::inflight {
 
 // Registers the shared memory segment (only when loaded by shared_preload_libraries) and the
-// transaction callback that withdraws a backend's publication at commit or abort (and, at
-// commit, wakes the background worker).
+// transaction callback that withdraws a backend's publication at commit or abort (and then
+// calls the commit listener).
 void Init();
+
+// Called after a transaction that appended commits or aborts, once its publication is
+// withdrawn: the horizon may have moved, so committed events may have become readable.
+using CommitListener = void (*)();
+
+// Installs the commit listener (the background worker's wake-up, from its init).
+void SetCommitListener(CommitListener listener);
 
 // True when the shared memory exists, i.e. amebo was in shared_preload_libraries.
 bool Available();

@@ -15,6 +15,7 @@
 #include "pg/guard.hpp"
 #include "pg/shared_memory.hpp"
 #include "settings.hpp"
+#include "store/inflight.hpp"
 #include "worker/launcher.hpp"
 #include "worker/sql_runner.hpp"
 
@@ -297,6 +298,7 @@ void Init() {
     pg::RegisterSharedSegment(&kSegment);
     InitLauncher();
     RegisterXactCallback(WakeAtCommit, nullptr);
+    store::inflight::SetCommitListener(WakeForCommittedEvents);
 }
 
 void WakeForCommittedEvents() {
