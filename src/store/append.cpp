@@ -1,22 +1,20 @@
-// Appending events: amebo.append_event and amebo.append_events.
+// Appending events: the mechanics under amebo.append_event and amebo.append_events (whose
+// SQL functions are in api/append.cpp).
 //
 // Concurrency without a stream table or lasting locks: a short lock on the stream's hash
 // covers "read the head, insert the next version". The head is read with a dirty snapshot,
 // so an append another open transaction has made is seen; the appender then waits for that
 // transaction to end and reads again. Only the (stream, version) unique index records who
 // holds a stream, so appends to 100,000 streams in one transaction take no lock-table space.
+#include "store/append.hpp"
+
+#include <array>
 #include <string>
 #include <string_view>
 
-#include "core/batch.hpp"
 #include "core/error.hpp"
-#include "core/names.hpp"
 #include "core/uuid7.hpp"
-#include "pg/guard.hpp"
-#include "registry/action_rules.hpp"
-#include "settings.hpp"
-#include "state/inline_projections.hpp"
-#include "store/arguments.hpp"
+#include "pg/text_view.hpp"
 #include "store/event_table.hpp"
 #include "store/inflight.hpp"
 
@@ -33,40 +31,6 @@ namespace {
 constexpr uint16 kStreamLockKind = 0x616d;
 constexpr uint16 kEventIdLockKind = 0x616e;
 
-// One event to append, as the SQL functions received it.
-struct NewEvent {
-    text *action;
-    Jsonb *payload;
-    Jsonb *metadata;      // nullptr: stored as {}
-    pg_uuid_t *event_id;  // nullptr: generated
-    int32 schema_version; // the schema the payload satisfied; 0: none
-};
-
-// Names an argument or a batch element's field in messages: "payload", "events[2].payload".
-std::string Where(const char *field, int element) {
-    if (element < 0)
-        return field;
-    return "events[" + std::to_string(element) + "]" + (field[0] ? "." : "") + field;
-}
-
-// Throws a bad-input error about a field ("... must be a JSON object", say).
-[[noreturn]] void BadField(const char *field, int element, const char *problem) {
-    throw Error(sqlstate::kInvalidParameterValue, Where(field, element) + " " + problem);
-}
-
-// Throws unless value is a JSON object within amebo.max_payload_size.
-void CheckJsonObject(Jsonb *value, const char *field, int element = -1) {
-    if (!JB_ROOT_IS_OBJECT(value) || JB_ROOT_IS_SCALAR(value))
-        BadField(field, element, "must be a JSON object");
-    size_t size = VARSIZE_ANY_EXHDR(value);
-    if (size > static_cast<size_t>(settings::max_payload_size))
-        throw Error(sqlstate::kProgramLimitExceeded, Where(field, element) + " is too large",
-                    Where(field, element) + " has " + std::to_string(size) +
-                        " bytes; amebo.max_payload_size is " +
-                        std::to_string(settings::max_payload_size) + ".",
-                    "Store large documents elsewhere and reference them from the event.");
-}
-
 // The empty object stored as metadata when none is given.
 Jsonb *EmptyObject() {
     static Jsonb *empty = nullptr;
@@ -76,22 +40,6 @@ Jsonb *EmptyObject() {
         MemoryContextSwitchTo(saved);
     }
     return empty;
-}
-
-// A new time-ordered event id.
-pg_uuid_t *NewEventId() {
-    std::array<uint8_t, 10> random;
-    uint64 r1 = pg_prng_uint64(&pg_global_prng_state);
-    uint16 r2 = static_cast<uint16>(pg_prng_uint32(&pg_global_prng_state));
-    memcpy(random.data(), &r1, 8);
-    memcpy(random.data() + 8, &r2, 2);
-    TimestampTz now = GetCurrentTimestamp();
-    uint64 unix_ms = static_cast<uint64>(
-        now / 1000 + (int64)(POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000);
-    uuid7::Bytes bytes = uuid7::Make(unix_ms, random);
-    auto *id = static_cast<pg_uuid_t *>(palloc(sizeof(pg_uuid_t)));
-    memcpy(id->data, bytes.data(), UUID_LEN);
-    return id;
 }
 
 // The text form of an event id, for messages.
@@ -111,26 +59,8 @@ LOCKTAG ShortLockTag(const void *bytes, size_t size, uint16 kind) {
 
 // The lock that serializes "read head, insert next version" for one stream.
 LOCKTAG StreamLockTag(text *stream) {
-    std::string_view name = TextView(stream);
+    std::string_view name = pg::TextView(stream);
     return ShortLockTag(name.data(), name.size(), kStreamLockKind);
-}
-
-// Throws if two events of the batch carry the same id.
-void CheckDistinctIds(const NewEvent *events, int count) {
-    std::vector<batch::EventId> ids;
-    std::vector<int> positions;
-    for (int i = 0; i < count; i++) {
-        if (events[i].event_id == nullptr)
-            continue;
-        batch::EventId id;
-        memcpy(id.data(), events[i].event_id->data, UUID_LEN);
-        ids.push_back(id);
-        positions.push_back(i);
-    }
-    if (auto duplicate = batch::FirstDuplicateId(ids))
-        throw Error(sqlstate::kInvalidParameterValue,
-                    "events[" + std::to_string(positions[*duplicate]) +
-                        "] repeats an event_id used earlier in the same batch");
 }
 
 // A stored event's version, from a probe slot.
@@ -144,8 +74,8 @@ bool SameContent(TupleTableSlot *slot, text *stream, const NewEvent &event) {
     bool isnull;
     text *stored_stream = DatumGetTextPP(slot_getattr(slot, kStream, &isnull));
     text *stored_action = DatumGetTextPP(slot_getattr(slot, kAction, &isnull));
-    if (TextView(stored_stream) != TextView(stream) ||
-        TextView(stored_action) != TextView(event.action))
+    if (pg::TextView(stored_stream) != pg::TextView(stream) ||
+        pg::TextView(stored_action) != pg::TextView(event.action))
         return false;
     Datum stored_payload = slot_getattr(slot, kPayload, &isnull);
     return DatumGetBool(
@@ -210,7 +140,7 @@ Retry CheckRetry(AppendTarget *target, text *stream, const NewEvent *events, int
 
 // Throws the dedicated version-conflict error.
 [[noreturn]] void VersionConflict(text *stream, int64 expected, int64 actual) {
-    std::string name(TextView(stream));
+    std::string name(pg::TextView(stream));
     throw Error(sqlstate::kWrongExpectedVersion,
                 "version conflict on stream \"" + name + "\": expected version " +
                     std::to_string(expected) + ", actual version " + std::to_string(actual),
@@ -272,9 +202,10 @@ void InsertBatch(AppendTarget *target, text *stream, const NewEvent *events, int
     }
 }
 
-// Appends a validated batch to a stream; returns the stream's new version.
-int64 AppendBatch(text *stream, const NewEvent *events, int count, bool has_expected,
-                  int64 expected) {
+} // namespace
+
+Appended AppendBatch(text *stream, const NewEvent *events, int count, bool has_expected,
+                     int64 expected, WantRows want_rows) {
     AppendTarget *target = OpenAppendTarget();
     LOCKTAG lock = StreamLockTag(stream);
     for (;;) {
@@ -291,22 +222,16 @@ int64 AppendBatch(text *stream, const NewEvent *events, int count, bool has_expe
             Retry retry = CheckRetry(target, stream, events, count, &stored_version, &wait_for);
             if (retry == Retry::kAlreadyStored) {
                 LockRelease(&lock, ExclusiveLock, false);
-                return stored_version;
+                return Appended{stored_version, nullptr};
             }
             if (retry == Retry::kNew) {
                 if (has_expected && expected != version)
                     VersionConflict(stream, expected, version);
-                Datum *rows = state::HaveInlineProjections()
-                                  ? static_cast<Datum *>(palloc(sizeof(Datum) * count))
-                                  : nullptr;
+                Datum *rows =
+                    want_rows() ? static_cast<Datum *>(palloc(sizeof(Datum) * count)) : nullptr;
                 InsertBatch(target, stream, events, count, version, rows);
                 LockRelease(&lock, ExclusiveLock, false);
-                if (rows != nullptr) {
-                    // Let the handlers' queries see the new events.
-                    CommandCounterIncrement();
-                    state::DispatchInline(rows, count);
-                }
-                return version + count;
+                return Appended{version + count, rows};
             }
         }
         // Another open transaction appended to this stream or stored one of our ids: wait
@@ -316,141 +241,19 @@ int64 AppendBatch(text *stream, const NewEvent *events, int count, bool has_expe
     }
 }
 
-// Reads and checks the expected_version argument; false when it is NULL.
-bool ExpectedVersionArgument(FunctionCallInfo fcinfo, int arg, int64 *expected) {
-    if (PG_ARGISNULL(arg))
-        return false;
-    *expected = PG_GETARG_INT64(arg);
-    if (*expected < 0)
-        throw Error(sqlstate::kInvalidParameterValue, "expected_version must not be negative",
-                    "Use NULL to append at any version, 0 for a new stream.");
-    return true;
+pg_uuid_t *NewEventId() {
+    std::array<uint8_t, 10> random;
+    uint64 r1 = pg_prng_uint64(&pg_global_prng_state);
+    uint16 r2 = static_cast<uint16>(pg_prng_uint32(&pg_global_prng_state));
+    memcpy(random.data(), &r1, 8);
+    memcpy(random.data() + 8, &r2, 2);
+    TimestampTz now = GetCurrentTimestamp();
+    uint64 unix_ms = static_cast<uint64>(
+        now / 1000 + (int64)(POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * 1000);
+    uuid7::Bytes bytes = uuid7::Make(unix_ms, random);
+    auto *id = static_cast<pg_uuid_t *>(palloc(sizeof(pg_uuid_t)));
+    memcpy(id->data, bytes.data(), UUID_LEN);
+    return id;
 }
-
-// The JSON value under key in an object, or nullptr.
-JsonbValue *Field(JsonbContainer *object, const char *key, JsonbValue *out) {
-    return getKeyJsonValueFromContainer(object, key, static_cast<int>(strlen(key)), out);
-}
-
-// Parses element i of the events array into event.
-void ParseBatchElement(JsonbContainer *array, int i, NewEvent *event) {
-    JsonbValue *element = getIthJsonbValueFromContainer(array, static_cast<uint32>(i));
-    if (element->type != jbvBinary || !JsonContainerIsObject(element->val.binary.data))
-        BadField("", i, "must be a JSON object");
-    JsonbContainer *object = element->val.binary.data;
-    uint32 known = 0;
-    JsonbValue value;
-
-    if (Field(object, "action", &value) == nullptr || value.type != jbvString)
-        BadField("action", i, "must be a string");
-    known++;
-    event->action = cstring_to_text_with_len(value.val.string.val, value.val.string.len);
-    names::ValidateAction(TextView(event->action));
-
-    if (Field(object, "payload", &value) == nullptr || value.type != jbvBinary)
-        BadField("payload", i, "must be a JSON object");
-    known++;
-    event->payload = JsonbValueToJsonb(&value);
-    CheckJsonObject(event->payload, "payload", i);
-    event->schema_version = registry::CheckPayload(event->action, event->payload, i);
-
-    event->metadata = nullptr;
-    if (Field(object, "metadata", &value) != nullptr) {
-        known++;
-        if (value.type != jbvNull) {
-            if (value.type != jbvBinary)
-                BadField("metadata", i, "must be a JSON object or null");
-            event->metadata = JsonbValueToJsonb(&value);
-            CheckJsonObject(event->metadata, "metadata", i);
-        }
-    }
-
-    event->event_id = nullptr;
-    if (Field(object, "event_id", &value) != nullptr) {
-        known++;
-        if (value.type != jbvNull) {
-            if (value.type != jbvString)
-                BadField("event_id", i, "must be a UUID string or null");
-            char *id_text = pnstrdup(value.val.string.val, value.val.string.len);
-            event->event_id = DatumGetUUIDP(DirectFunctionCall1(uuid_in, CStringGetDatum(id_text)));
-        }
-    }
-
-    if (JsonContainerSize(object) != known)
-        BadField("", i, "has an unknown key (an event has action, payload, metadata, event_id)");
-}
-
-// Parses the events argument of append_events.
-NewEvent *ParseBatch(Jsonb *events, int *count) {
-    if (!JB_ROOT_IS_ARRAY(events) || JB_ROOT_IS_SCALAR(events))
-        throw Error(sqlstate::kInvalidParameterValue, "events must be a JSON array",
-                    "Pass [{\"action\": ..., \"payload\": {...}}, ...].");
-    *count = static_cast<int>(JB_ROOT_COUNT(events));
-    if (*count == 0)
-        throw Error(sqlstate::kInvalidParameterValue, "events must not be empty");
-    auto *parsed = static_cast<NewEvent *>(palloc(sizeof(NewEvent) * *count));
-    for (int i = 0; i < *count; i++)
-        ParseBatchElement(&events->root, i, &parsed[i]);
-    CheckDistinctIds(parsed, *count);
-    return parsed;
-}
-
-} // namespace
 
 } // namespace amebo::store
-
-using namespace amebo;
-using namespace amebo::store;
-
-extern "C" {
-PG_FUNCTION_INFO_V1(amebo_append_event);
-PG_FUNCTION_INFO_V1(amebo_append_events);
-PG_FUNCTION_INFO_V1(amebo_new_event_id);
-}
-
-// amebo.append_event(stream, action, payload, expected_version, metadata, event_id)
-extern "C" Datum amebo_append_event(PG_FUNCTION_ARGS) {
-    return pg::Entry([&] {
-        // Rows go into the heap without the executor, which would refuse them on a standby
-        // or in a READ ONLY transaction (25006): refuse them here, before anything else.
-        PreventCommandIfReadOnly("amebo.append_event()");
-        text *stream = StreamArgument(fcinfo, 0);
-        if (PG_ARGISNULL(1))
-            NullArgument("action");
-        if (PG_ARGISNULL(2))
-            NullArgument("payload");
-        NewEvent event;
-        event.action = PG_GETARG_TEXT_PP(1);
-        names::ValidateAction(TextView(event.action));
-        event.payload = PG_GETARG_JSONB_P(2);
-        CheckJsonObject(event.payload, "payload");
-        event.schema_version = registry::CheckPayload(event.action, event.payload, -1);
-        int64 expected = 0;
-        bool has_expected = ExpectedVersionArgument(fcinfo, 3, &expected);
-        event.metadata = PG_ARGISNULL(4) ? nullptr : PG_GETARG_JSONB_P(4);
-        if (event.metadata != nullptr)
-            CheckJsonObject(event.metadata, "metadata");
-        event.event_id = PG_ARGISNULL(5) ? nullptr : PG_GETARG_UUID_P(5);
-        return Int64GetDatum(AppendBatch(stream, &event, 1, has_expected, expected));
-    });
-}
-
-// amebo.append_events(stream, events, expected_version)
-extern "C" Datum amebo_append_events(PG_FUNCTION_ARGS) {
-    return pg::Entry([&] {
-        PreventCommandIfReadOnly("amebo.append_events()");
-        text *stream = StreamArgument(fcinfo, 0);
-        if (PG_ARGISNULL(1))
-            NullArgument("events");
-        int count = 0;
-        NewEvent *events = ParseBatch(PG_GETARG_JSONB_P(1), &count);
-        int64 expected = 0;
-        bool has_expected = ExpectedVersionArgument(fcinfo, 2, &expected);
-        return Int64GetDatum(AppendBatch(stream, events, count, has_expected, expected));
-    });
-}
-
-// amebo.new_event_id(): a time-ordered UUID (version 7), as append_event generates.
-extern "C" Datum amebo_new_event_id(PG_FUNCTION_ARGS) {
-    return pg::Entry([&] { return UUIDPGetDatum(NewEventId()); });
-}

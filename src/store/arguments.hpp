@@ -1,4 +1,4 @@
-// Reading and checking the arguments the store's SQL functions share.
+// Reading and checking the arguments that the store's SQL functions and the append's share.
 #pragma once
 
 #include "pg/postgres.hpp"
