@@ -4,12 +4,13 @@
 // no slots in PostgreSQL 15) begins at "now", so events after the delivery checkpoint that
 // committed before it are caught up from the events table first; events the slot will also
 // carry are skipped there. Then: decode, dispatch, send, record, confirm (service.cpp).
+#include "delivery/service.hpp"
+
 #include <algorithm>
 #include <cstring>
 
 #include "pg/guard.hpp"
 #include "settings.hpp"
-#include "delivery/service.hpp"
 
 extern "C" {
 #include "access/xlog.h"

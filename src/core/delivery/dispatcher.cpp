@@ -3,7 +3,8 @@
 // Bookkeeping in one picture: each committed transaction from the logical queue becomes a
 // Transaction that counts its open units (event x subscription). A unit closes when its
 // message was delivered or stored in amebo.deliveries, and the record of that is committed.
-// The queue may be confirmed up to the last transaction with no open units before it.
+// The queue may be confirmed up to the last transaction with no open units before it. What
+// is written down about each message is kept by the outcome log (outcome_log.hpp).
 #include "core/delivery/dispatcher.hpp"
 
 #include <algorithm>
