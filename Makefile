@@ -14,7 +14,10 @@ PURE_OBJS = $(PURE_SRCS:.cpp=.o)
 OBJS = $(PG_SRCS:.cpp=.o) $(PURE_OBJS)
 AMEBO_HEADERS = $(wildcard src/*.hpp src/*/*.hpp src/*/*/*.hpp)
 
-PG_CPPFLAGS = -I$(srcdir)/src
+# The extension's version, from amebo.control (the HTTP client's User-Agent names it);
+# expanded where PGXS reads PG_CPPFLAGS, once srcdir is set.
+AMEBO_VERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(srcdir)/amebo.control)
+PG_CPPFLAGS = -I$(srcdir)/src -DAMEBO_VERSION='"$(AMEBO_VERSION)"'
 PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Wno-register -Wno-unused-parameter \
 	-Wno-missing-field-initializers -fno-omit-frame-pointer $(AMEBO_WERROR) $(AMEBO_SANITIZE)
 # AMEBO_SANITIZE: sanitizer flags for compiling and linking (test/sanitize.sh sets them).
@@ -40,6 +43,7 @@ $(VALIJSON_INCLUDE)/valijson/validator.hpp:
 	@echo "valijson's headers are missing: run bash test/lib/setup-machine.sh" >&2; exit 1
 src/core/schema/json_schema.o src/core/schema/references.o: $(VALIJSON_INCLUDE)/valijson/validator.hpp
 $(OBJS): $(AMEBO_HEADERS)
+src/delivery/http_client.o: $(srcdir)/amebo.control
 
 .PHONY: demo test bench soak format format-check
 demo:

@@ -1,14 +1,13 @@
 // The worker's HTTP engine: libcurl's multi interface driven through its socket callbacks,
-// with curl's sockets, the worker's latch and postmaster death waited on in one WaitEventSet.
+// with curl's sockets, the worker's latch and postmaster death waited on in one wait set
+// (pg/wait_set.hpp); each connection is checked by the address guard (address_guard.hpp).
 //
 // Everything here runs in the worker process, on its one thread (libcurl's threaded resolver
 // only runs getaddrinfo()). curl calls back into this file from inside curl_multi_* calls;
 // those callbacks never throw and never call PostgreSQL.
 #include "delivery/http_client.hpp"
 
-#include <arpa/inet.h>
 #include <curl/curl.h>
-#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -22,14 +21,10 @@
 #include <string_view>
 #include <unordered_map>
 
-#include "core/delivery/target_policy.hpp"
 #include "core/error.hpp"
+#include "delivery/address_guard.hpp"
 #include "pg/guard.hpp"
-
-extern "C" {
-#include "storage/latch.h"
-#include "utils/wait_event.h"
-}
+#include "pg/wait_set.hpp"
 
 namespace amebo::delivery {
 
@@ -37,7 +32,11 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-constexpr char kUserAgent[] = "amebo/1.3";
+#ifndef AMEBO_VERSION
+#error "AMEBO_VERSION (the extension's default_version) must be defined: see the Makefile"
+#endif
+static_assert(sizeof(AMEBO_VERSION) > 1, "AMEBO_VERSION is empty: amebo.control was not read");
+constexpr char kUserAgent[] = "amebo/" AMEBO_VERSION;
 constexpr char kRetryAfter[] = "retry-after:";
 constexpr size_t kMaxRetryAfter = 256;
 constexpr size_t kCallbackErrorSize = 256;
@@ -124,44 +123,11 @@ struct Watch {
     char callback_error[kCallbackErrorSize] = {};
 };
 
-// A socket to wait on and the WL_SOCKET_* events wanted: plain data for the PostgreSQL side.
-struct SocketInterest {
-    pgsocket socket;
-    uint32 events;
-};
-
-// The refusal message for a connection to a non-public address.
-std::string RefusalMessage(const std::string &address, AddressKind kind) {
-    return "refused to connect to " + address + ": " + AddressKindName(kind) +
-           " address (amebo.allow_private_targets is off)";
-}
-
-// The text of an IPv4 or IPv6 socket address, such as "127.0.0.1" or "::1".
-std::string AddressText(const sockaddr_storage &address) {
-    char text[INET6_ADDRSTRLEN] = {};
-    const void *raw = nullptr;
-    if (address.ss_family == AF_INET)
-        raw = &reinterpret_cast<const sockaddr_in *>(&address)->sin_addr;
-    else
-        raw = &reinterpret_cast<const sockaddr_in6 *>(&address)->sin6_addr;
-    if (inet_ntop(address.ss_family, raw, text, sizeof(text)) == nullptr)
-        return "an unprintable address";
-    return text;
-}
-
 // Why transfer may not connect to address, or "" when it may.
 std::string CheckAddress(const Transfer &transfer, const curl_sockaddr &address) {
     if (transfer.request.allow_private)
         return {};
-    if (address.family != AF_INET && address.family != AF_INET6)
-        return "refused to connect to a non-IP address (amebo.allow_private_targets is off)";
-    // Copied out: curl_sockaddr declares a struct sockaddr, too small for an IPv6 address.
-    sockaddr_storage copy{};
-    std::memcpy(&copy, &address.addr, std::min<size_t>(address.addrlen, sizeof(copy)));
-    AddressKind kind = ClassifyAddress(reinterpret_cast<const sockaddr *>(&copy));
-    if (IsPublicAddress(kind))
-        return {};
-    return RefusalMessage(AddressText(copy), kind);
+    return RefuseSocketAddress(address.family, &address.addr, address.addrlen);
 }
 
 // CURLOPT_OPENSOCKETFUNCTION: opens a socket for a resolved address unless the request may
@@ -189,15 +155,11 @@ int CheckConnection(void *clientp, char *primary_ip, char *local_ip, int primary
     if (transfer->request.allow_private)
         return CURL_PREREQFUNC_OK;
     try {
-        std::string address = primary_ip != nullptr ? primary_ip : "";
-        AddressKind kind = AddressKind::kReserved;
-        bool known = ClassifyAddressText(address, &kind);
-        if (known && IsPublicAddress(kind))
+        std::string refusal = RefusePeerAddress(primary_ip);
+        if (refusal.empty())
             return CURL_PREREQFUNC_OK;
         if (transfer->refusal.empty())
-            transfer->refusal = known ? RefusalMessage(address, kind)
-                                      : "refused to send to unrecognized address \"" + address +
-                                            "\" (amebo.allow_private_targets is off)";
+            transfer->refusal = std::move(refusal);
     } catch (...) {
         RecordCallbackError(transfer->callback_error);
     }
@@ -383,8 +345,8 @@ std::string ErrorText(const Transfer &transfer, CURLcode code) {
 }
 
 // The result of a transfer curl finished with code.
-HttpResult FinishedResult(const Transfer &transfer, CURLcode code) {
-    HttpResult result;
+HttpResponse FinishedResult(const Transfer &transfer, CURLcode code) {
+    HttpResponse result;
     result.tag = transfer.request.tag;
     long status = 0;
     if (curl_easy_getinfo(transfer.easy, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK)
@@ -397,8 +359,8 @@ HttpResult FinishedResult(const Transfer &transfer, CURLcode code) {
 }
 
 // The result of a transfer that ended without curl finishing it.
-HttpResult FailedResult(const Transfer &transfer, std::string error) {
-    HttpResult result;
+HttpResponse FailedResult(const Transfer &transfer, std::string error) {
+    HttpResponse result;
     result.tag = transfer.request.tag;
     result.error = std::move(error);
     result.duration_ms = ElapsedMs(transfer.started);
@@ -425,75 +387,6 @@ int SelectFlags(uint32 events) {
     return flags;
 }
 
-// The wait set of the latch, postmaster death and curl's sockets, kept between waits: it is
-// built again only when curl adds or removes a socket (PostgreSQL 15 cannot remove a socket
-// from a set, and a closed socket's number may come back for a new one); a change of the
-// events wanted on a socket is applied in place. Plain data for the PostgreSQL side.
-struct CachedSet {
-    WaitEventSet *set = nullptr;
-    uint64_t generation = 0;
-    int first_socket = 0;       // position of the first socket's event in the set
-    std::vector<uint32> events; // the events each socket's position waits for
-};
-
-// Frees the cached set (PostgreSQL side).
-void FreeCachedSet(CachedSet *cached) {
-    if (cached->set != nullptr)
-        FreeWaitEventSet(cached->set);
-    cached->set = nullptr;
-}
-
-// Builds the set for sockets (PostgreSQL side); on an error the set is freed.
-void BuildCachedSet(CachedSet *cached, const SocketInterest *sockets, int nsockets,
-                    uint64_t generation) {
-    FreeCachedSet(cached);
-    cached->set = CreateWaitEventSet(TopMemoryContext, nsockets + 2);
-    PG_TRY();
-    {
-        AddWaitEventToSet(cached->set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, nullptr);
-        if (IsUnderPostmaster)
-            AddWaitEventToSet(cached->set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, nullptr, nullptr);
-        cached->first_socket = IsUnderPostmaster ? 2 : 1;
-        for (int i = 0; i < nsockets; i++)
-            AddWaitEventToSet(cached->set, sockets[i].events, sockets[i].socket, nullptr, nullptr);
-    }
-    PG_CATCH();
-    {
-        FreeCachedSet(cached);
-        PG_RE_THROW();
-    }
-    PG_END_TRY();
-    cached->events.assign(nsockets, 0);
-    for (int i = 0; i < nsockets; i++)
-        cached->events[i] = sockets[i].events;
-    cached->generation = generation;
-}
-
-// The PostgreSQL side of a wait; call only through pg::Call. Reuses the cached set when the
-// sockets are the same ones, updating the events wanted; waits.
-int WaitOnSet(CachedSet *cached, uint64_t generation, const SocketInterest *sockets, int nsockets,
-              long timeout_ms, WaitEvent *occurred, int noccurred) {
-    if (cached->set == nullptr || cached->generation != generation ||
-        static_cast<int>(cached->events.size()) != nsockets)
-        BuildCachedSet(cached, sockets, nsockets, generation);
-    for (int i = 0; i < nsockets; i++)
-        if (cached->events[i] != sockets[i].events) {
-            ModifyWaitEvent(cached->set, cached->first_socket + i, sockets[i].events, nullptr);
-            cached->events[i] = sockets[i].events;
-        }
-    return WaitEventSetWait(cached->set, timeout_ms, occurred, noccurred, PG_WAIT_EXTENSION);
-}
-
-// Resets the latch if it is set; true if it was. Done before waiting because
-// WaitEventSetWait reports only the latch when it finds it already set, which would hide
-// ready sockets from a caller whose latch is set again before every Wait().
-bool ResetLatchIfSet() {
-    if (!MyLatch->is_set)
-        return false;
-    ResetLatch(MyLatch);
-    return true;
-}
-
 } // namespace
 
 // The multi handle, what curl asked to be watched and the transfers in flight.
@@ -501,9 +394,9 @@ struct HttpClient::State {
     CURLM *multi = nullptr;
     Watch watch;
     std::unordered_map<CURL *, std::unique_ptr<Transfer>> transfers; // added to multi
-    std::vector<HttpResult> failed_to_start;                         // returned by the next Wait()
+    std::vector<HttpResponse> failed_to_start;                       // returned by the next Wait()
     std::string multi_error; // a curl_multi_socket_action failure
-    CachedSet wait_set;
+    pg::SocketWaitSet wait_set;
 
     State() = default;
     State(const State &) = delete;
@@ -515,14 +408,13 @@ struct HttpClient::State {
     void RunTimerIfDue();
     long WaitBudget(long timeout_ms) const;
     std::vector<WaitEvent> WaitForEvents(long timeout_ms);
-    void Collect(std::vector<HttpResult> *finished);
-    void FailAll(std::vector<HttpResult> *finished);
+    void Collect(std::vector<HttpResponse> *finished);
+    void FailAll(std::vector<HttpResponse> *finished);
 };
 
 // Removes every easy handle from the multi handle, frees them, then frees the multi handle
 // (the order libcurl requires). curl's callbacks may still run here: Watch is alive.
 HttpClient::State::~State() {
-    FreeCachedSet(&wait_set);
     for (auto &entry : transfers)
         curl_multi_remove_handle(multi, entry.first);
     transfers.clear();
@@ -575,24 +467,21 @@ long HttpClient::State::WaitBudget(long timeout_ms) const {
 
 // Waits on the latch, postmaster death and curl's sockets; returns the events that occurred.
 std::vector<WaitEvent> HttpClient::State::WaitForEvents(long timeout_ms) {
-    std::vector<SocketInterest> interests;
+    std::vector<pg::SocketInterest> interests;
     interests.reserve(watch.sockets.size());
     for (const auto &[socket, what] : watch.sockets)
         if (SocketEvents(what) != 0)
             interests.push_back({socket, SocketEvents(what)});
     std::vector<WaitEvent> occurred(interests.size() + 2);
-    int count = pg::Call([&] {
-        return WaitOnSet(&wait_set, watch.generation, interests.data(),
-                         static_cast<int>(interests.size()), timeout_ms, occurred.data(),
-                         static_cast<int>(occurred.size()));
-    });
+    int count = wait_set.Wait(watch.generation, interests, timeout_ms, occurred.data(),
+                              static_cast<int>(occurred.size()));
     occurred.resize(static_cast<size_t>(count));
     return occurred;
 }
 
 // Moves every transfer curl has finished into finished; if the multi handle failed, ends all
 // the others too.
-void HttpClient::State::Collect(std::vector<HttpResult> *finished) {
+void HttpClient::State::Collect(std::vector<HttpResponse> *finished) {
     int left = 0;
     while (CURLMsg *message = curl_multi_info_read(multi, &left)) {
         if (message->msg != CURLMSG_DONE)
@@ -603,7 +492,7 @@ void HttpClient::State::Collect(std::vector<HttpResult> *finished) {
         auto found = transfers.find(easy);
         if (found == transfers.end())
             continue;
-        HttpResult result = FinishedResult(*found->second, code);
+        HttpResponse result = FinishedResult(*found->second, code);
         curl_multi_remove_handle(multi, easy);
         transfers.erase(found);
         finished->push_back(std::move(result));
@@ -613,7 +502,7 @@ void HttpClient::State::Collect(std::vector<HttpResult> *finished) {
 }
 
 // Ends every transfer in flight with the multi handle's failure.
-void HttpClient::State::FailAll(std::vector<HttpResult> *finished) {
+void HttpClient::State::FailAll(std::vector<HttpResponse> *finished) {
     std::string why = "curl failed: " + multi_error;
     if (watch.callback_error[0] != '\0')
         why += std::string(" (internal error in a curl callback: ") + watch.callback_error + ")";
@@ -656,7 +545,7 @@ WaitOutcome HttpClient::Wait(long timeout_ms) {
     outcome.finished.swap(state.failed_to_start);
     state.RunTimerIfDue();
     state.Collect(&outcome.finished);
-    outcome.latch_set = ResetLatchIfSet();
+    outcome.latch_set = pg::ResetLatchIfSet();
     // Something to report already: only look at what is ready, do not block.
     bool report_now = outcome.latch_set || !outcome.finished.empty();
     long wait_ms = report_now ? 0 : state.WaitBudget(timeout_ms);

@@ -1,39 +1,20 @@
 // The worker's HTTP client: libcurl's multi interface driven from the worker's own wait
 // loop, so that its latch, postmaster death, curl's sockets and curl's timers are waited on
-// together. PostgreSQL side (WaitEventSet), but it never calls anything that can ereport
+// together (pg/wait_set.hpp). PostgreSQL side, but it never calls anything that can ereport
 // while a request is in flight except through pg::Call.
 #pragma once
 
-#include <cstdint>
+#include <cstddef>
 #include <memory>
-#include <string>
 #include <vector>
+
+#include "core/delivery/http_exchange.hpp"
 
 namespace amebo::delivery {
 
-// One POST to make.
-struct HttpRequest {
-    uint64_t tag = 0; // the caller's handle, returned in HttpResult
-    std::string url;
-    std::vector<std::string> headers; // "Name: value"
-    std::string body;
-    long timeout_ms = 10000;
-    long connect_timeout_ms = 5000;
-    bool allow_private = false; // may connect to loopback, private, link-local addresses
-};
-
-// How one POST ended.
-struct HttpResult {
-    uint64_t tag = 0;
-    long status = 0;         // HTTP status, 0 when no response came
-    std::string error;       // empty on any HTTP response; else what went wrong
-    double duration_ms = 0;  // from submission to completion
-    std::string retry_after; // the Retry-After header's value, if any
-};
-
 // What woke a Wait().
 struct WaitOutcome {
-    std::vector<HttpResult> finished;
+    std::vector<HttpResponse> finished;
     bool latch_set = false;
 };
 

@@ -1,6 +1,8 @@
 // Webhook delivery as the worker runs it: the logical queue in, the dispatcher in the middle,
-// HTTP out, and the bookkeeping written back to amebo's tables. PostgreSQL side (through the
-// worker's SQL runner and the queue); one instance lives in the worker process.
+// HTTP out, and the bookkeeping written back to amebo's tables. PostgreSQL side (through
+// queries.hpp and the queue); one instance lives in the worker process. Its methods live in
+// service.cpp (what runs when: reading, fetching, recording, waiting) and slot.cpp (the slot's
+// life and the catch-up from the events table).
 #pragma once
 
 #include <cstdint>
@@ -13,13 +15,19 @@
 #include "core/delivery/dispatcher.hpp"
 #include "delivery/http_client.hpp"
 #include "delivery/logical_queue.hpp"
+#include "delivery/queries.hpp"
 
 namespace amebo::delivery {
 
 // The delivery side of the worker.
 class DeliveryService : private QueueSink {
   public:
-    DeliveryService();
+    // Reads how many transactions changed subscriptions so far (counted at their commit).
+    using ChangeCounter = uint64_t (*)();
+
+    // subscription_changes: the counter the worker keeps for sessions that change
+    // subscriptions; a new count makes the service load them again.
+    explicit DeliveryService(ChangeCounter subscription_changes);
     ~DeliveryService() override;
 
     // One turn: start when possible, take in new events, send requests, write down outcomes.
@@ -55,7 +63,9 @@ class DeliveryService : private QueueSink {
     void MeasureCheckpoint();
     void Prune();
     int64_t Now() const;
+    static DispatchSettings CurrentSettings();
 
+    ChangeCounter subscription_changes_;
     std::unique_ptr<Dispatcher> dispatcher_;
     std::unique_ptr<HttpClient> http_;
     std::string slot_name_;
@@ -72,8 +82,9 @@ class DeliveryService : private QueueSink {
     uint64_t read_up_to_ = 0;    // where the last read of the queue ended
     uint64_t measured_read_ = 0; // read_up_to_ when the last idle measurement was taken
     int64_t next_measure_ = 0;
-    // (position every event at or below is committed, WAL insert position) when measured.
-    std::deque<std::pair<int64_t, uint64_t>> checkpoint_candidates_;
+    // Checkpoint candidates, oldest first; one becomes the checkpoint once the queue is
+    // confirmed past its WAL position.
+    std::deque<CheckpointMeasurement> checkpoint_candidates_;
     int64_t checkpoint_ = 0;
     int64_t last_record_ = 0;
     int64_t next_due_fetch_ = 0;

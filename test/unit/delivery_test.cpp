@@ -23,6 +23,8 @@
 #include "core/delivery/envelope.hpp"
 #include "core/delivery/feed_event.hpp"
 #include "core/delivery/matching.hpp"
+#include "core/delivery/message_key.hpp"
+#include "core/delivery/outcome_log.hpp"
 #include "core/delivery/retry_schedule.hpp"
 #include "core/delivery/signing.hpp"
 #include "core/delivery/target_policy.hpp"
@@ -807,14 +809,14 @@ void TestOrderedHeldThenFailed() {
     const int64_t now = 1000000000, second = 1000000;
     dispatcher.AddEvent(StreamEvent(1), now);
     dispatcher.EndTransaction(100);
-    std::vector<Request> sent = dispatcher.TakeRequests(now, 0);
+    std::vector<HttpRequest> sent = dispatcher.TakeRequests(now, 0);
     CHECK(sent.size() == 1);
     dispatcher.AddEvent(StreamEvent(2), now);
     dispatcher.EndTransaction(200);
     CHECK(dispatcher.TakeRequests(now, 0).empty()); // ordered: one request at a time
     dispatcher.StoreHeld(now + second);
     if (!sent.empty())
-        dispatcher.Finish(Response{sent[0].tag, 0, "timed out", 2000, ""}, now + 2 * second);
+        dispatcher.Finish(HttpResponse{sent[0].tag, 0, "timed out", 2000, ""}, now + 2 * second);
     Json records = Json::parse(dispatcher.TakeRecords());
     std::vector<std::pair<int64_t, int64_t>> stores; // (seq, position), as they are inserted
     for (const auto &operation : records["operations"])
@@ -826,8 +828,66 @@ void TestOrderedHeldThenFailed() {
     CHECK(stores.size() == 2 && stores[0].second == 1 && stores[1].second == 2);
 }
 
+// Subscription states from their names in amebo.subscriptions; any other name counts as
+// paused, whose messages are stored rather than sent or dropped.
+void TestSubscriptionStates() {
+    CHECK(ParseSubscriptionState("active") == SubscriptionState::kActive);
+    CHECK(ParseSubscriptionState("paused") == SubscriptionState::kPaused);
+    CHECK(ParseSubscriptionState("disabled") == SubscriptionState::kDisabled);
+    CHECK(ParseSubscriptionState("") == SubscriptionState::kPaused);
+}
+
+// A message key's text is what amebo.due_deliveries() takes; keys order by subscription first.
+void TestMessageKey() {
+    MessageKey key{12, "msg_abc"};
+    CHECK_EQ(key.Text(), std::string("12 msg_abc"));
+    CHECK(MessageKey({9, "z"}) < MessageKey({10, "a"}));
+    CHECK(MessageKey({10, "a"}) < MessageKey({10, "b"}));
+    CHECK(!(MessageKey({10, "a"}) < MessageKey({10, "a"})));
+}
+
+// The outcome log: a message stored twice keeps its first seq and its last state; a delivered
+// stored message is deleted; the keys stay "changing" until the records taken are committed.
+void TestOutcomeLog() {
+    OutcomeLog log;
+    MessageKey held{3, "msg_1"}, delivered{3, "msg_2"};
+    log.Store(log.Add(held, Json::array({1}), 0), held, MessageState::kPending, 0, 5000000);
+    Json &failed = log.Add(held, Json::array({1}), 1);
+    OutcomeLog::Logged(failed, HttpResponse{1, 410, "", 2.5, ""}, 4000000, "HTTP 410");
+    log.Store(failed, held, MessageState::kDead, 1, 4000000);
+    OutcomeLog::Disable(failed);
+    Json &sent = log.Add(delivered, Json::array({2}), 1);
+    OutcomeLog::Logged(sent, HttpResponse{2, 200, "", 1.0, ""}, 4000000, "");
+    log.Delete(sent, delivered);
+    CHECK(log.HasRecords());
+    CHECK(log.Changing(held) && log.Changing(delivered));
+    CHECK_EQ(log.TakeEarliestRetry(), int64_t{5000000});
+    CHECK_EQ(log.TakeEarliestRetry(), int64_t{INT64_MAX});
+    Json records = Json::parse(log.Take());
+    CHECK(!log.HasRecords());
+    CHECK(log.Changing(held));
+    CHECK_EQ(records["log"].size(), size_t{2});
+    CHECK_EQ(records["disable"], Json::array({3}));
+    CHECK_EQ(records["subscriptions"], Json::array({3}));
+    CHECK_EQ(records["operations"].size(), size_t{2});
+    for (const auto &operation : records["operations"]) {
+        if (operation["webhook_id"] == "msg_1") {
+            CHECK_EQ(operation["op"], Json("store"));
+            CHECK_EQ(operation["state"], Json("dead"));
+            CHECK_EQ(operation["seq"], Json(0));
+        } else {
+            CHECK_EQ(operation["op"], Json("delete"));
+        }
+    }
+    std::vector<std::string> keys;
+    log.AppendChangingKeys(&keys);
+    CHECK(keys == (std::vector<std::string>{"3 msg_1", "3 msg_2"}));
+    log.Committed();
+    CHECK(!log.Changing(held) && !log.Changing(delivered));
+}
+
 // Events in a request's body: 1 for a single envelope, the array's length for a batch.
-size_t EventsIn(const Request &request) {
+size_t EventsIn(const HttpRequest &request) {
     Json body = Json::parse(request.body);
     return body.contains("events") ? body["events"].size() : 1;
 }
@@ -849,28 +909,28 @@ void TestBatchLinger() {
     };
     const int64_t start = 800000000000000;
     commit(1, start);
-    std::vector<Request> first = dispatcher.TakeRequests(start, 0);
+    std::vector<HttpRequest> first = dispatcher.TakeRequests(start, 0);
     CHECK_EQ(first.size(), 1u);
     CHECK_EQ(EventsIn(first.front()), 1u);
     commit(2, start + 1000);
     CHECK_EQ(dispatcher.TakeRequests(start + 1000, 0).size(), 0u);
     CHECK_EQ(dispatcher.NextDeadline(start + 1000), 20000);
     commit(2, start + 2000);
-    std::vector<Request> full = dispatcher.TakeRequests(start + 2000, 0);
+    std::vector<HttpRequest> full = dispatcher.TakeRequests(start + 2000, 0);
     CHECK_EQ(full.size(), 1u);
     CHECK_EQ(full.empty() ? 0u : EventsIn(full.front()), 4u);
     commit(1, start + 3000);
     CHECK_EQ(dispatcher.TakeRequests(start + 22999, 0).size(), 0u);
-    std::vector<Request> late = dispatcher.TakeRequests(start + 23000, 0);
+    std::vector<HttpRequest> late = dispatcher.TakeRequests(start + 23000, 0);
     CHECK_EQ(late.size(), 1u);
-    for (const Request &request : first)
-        dispatcher.Finish(Response{request.tag, 200, "", 1.0, ""}, start + 24000);
-    for (const Request &request : full)
-        dispatcher.Finish(Response{request.tag, 200, "", 1.0, ""}, start + 24000);
-    for (const Request &request : late)
-        dispatcher.Finish(Response{request.tag, 200, "", 1.0, ""}, start + 24000);
+    for (const HttpRequest &request : first)
+        dispatcher.Finish(HttpResponse{request.tag, 200, "", 1.0, ""}, start + 24000);
+    for (const HttpRequest &request : full)
+        dispatcher.Finish(HttpResponse{request.tag, 200, "", 1.0, ""}, start + 24000);
+    for (const HttpRequest &request : late)
+        dispatcher.Finish(HttpResponse{request.tag, 200, "", 1.0, ""}, start + 24000);
     commit(3, start + 25000);
-    std::vector<Request> idle = dispatcher.TakeRequests(start + 25000, 0);
+    std::vector<HttpRequest> idle = dispatcher.TakeRequests(start + 25000, 0);
     CHECK_EQ(idle.size(), 1u);
     CHECK_EQ(idle.empty() ? 0u : EventsIn(idle.front()), 3u);
 }
@@ -890,6 +950,9 @@ int main() {
     TestRetryAfter();
     TestActionMatching();
     TestJsonContainment();
+    TestSubscriptionStates();
+    TestMessageKey();
+    TestOutcomeLog();
     TestOrderedHeldThenFailed();
     TestBatchLinger();
     std::cout << "delivery_test: " << checks_run - checks_failed << " of " << checks_run

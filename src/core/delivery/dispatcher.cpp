@@ -3,11 +3,12 @@
 // Bookkeeping in one picture: each committed transaction from the logical queue becomes a
 // Transaction that counts its open units (event x subscription). A unit closes when its
 // message was delivered or stored in amebo.deliveries, and the record of that is committed.
-// The queue may be confirmed up to the last transaction with no open units before it.
+// The queue may be confirmed up to the last transaction with no open units before it. What
+// is written down about each message is kept by the outcome log (outcome_log.hpp).
 #include "core/delivery/dispatcher.hpp"
 
 #include <algorithm>
-#include <climits>
+#include <set>
 #include <utility>
 
 #include "core/delivery/envelope.hpp"
@@ -33,9 +34,13 @@ std::string CompactId(const std::string &event_id) {
     return compact;
 }
 
-// A time as JSON text for PostgreSQL.
-nlohmann::json TimeJson(int64_t pg_microseconds) {
-    return FormatTimestamp(pg_microseconds);
+// The webhook id of a message whose first event is first: "msg_" and the event id without
+// dashes, and for a batching subscription "_" and the number of events.
+std::string WebhookId(const FeedEvent &first, int batch_size, size_t events) {
+    std::string id = "msg_" + CompactId(first.event_id);
+    if (batch_size > 1)
+        id += "_" + std::to_string(events);
+    return id;
 }
 
 // The deliver_after time an event's metadata asks for, or 0.
@@ -51,11 +56,19 @@ int64_t NotBefore(const FeedEvent &event) {
 }
 
 // When the attempt that ended at now with response began.
-int64_t StartedAt(const Response &response, int64_t now) {
+int64_t StartedAt(const HttpResponse &response, int64_t now) {
     return now - static_cast<int64_t>(response.duration_ms * 1000);
 }
 
 } // namespace
+
+SubscriptionState ParseSubscriptionState(std::string_view text) {
+    if (text == "active")
+        return SubscriptionState::kActive;
+    if (text == "disabled")
+        return SubscriptionState::kDisabled;
+    return SubscriptionState::kPaused;
+}
 
 struct Dispatcher::Transaction {
     uint64_t lsn = 0;
@@ -70,8 +83,7 @@ struct Dispatcher::Unit {
 };
 
 struct Dispatcher::Message {
-    int64_t subscription_id = 0;
-    std::string webhook_id;
+    MessageKey key;
     std::vector<Unit> units;
     bool stored = false; // a row for it exists, or is about to, in amebo.deliveries
     int attempts = 0;    // attempts made before the one in flight
@@ -125,7 +137,8 @@ void Dispatcher::SetBlocked(const std::vector<int64_t> &subscription_ids) {
 // True when subscription wants event (payload parsed on first need).
 bool Dispatcher::Matches(const Subscription &subscription, const FeedEvent &event,
                          std::optional<nlohmann::json> &payload) const {
-    if (subscription.state == "disabled" || event.position <= subscription.start_position ||
+    if (subscription.state == SubscriptionState::kDisabled ||
+        event.position <= subscription.start_position ||
         !ActionMatches(subscription.pattern, event.action))
         return false;
     if (!subscription.filter)
@@ -148,7 +161,8 @@ void Dispatcher::AddEvent(FeedEvent event, int64_t now) {
             continue;
         open_->open_units++;
         Unit unit{shared, open_, now};
-        if (not_before > now || queue->blocked || queue->subscription.state != "active") {
+        if (not_before > now || queue->blocked ||
+            queue->subscription.state != SubscriptionState::kActive) {
             StoreUnit(*queue, unit, std::max(not_before, now));
             continue;
         }
@@ -187,23 +201,21 @@ uint64_t Dispatcher::ConfirmableLsn() const {
 }
 
 void Dispatcher::AddStored(StoredMessage stored) {
-    auto found = queues_.find(stored.subscription_id);
+    auto found = queues_.find(stored.key.subscription_id);
     if (found == queues_.end() || stored.events.empty())
         return;
     Queue &queue = *found->second;
     for (const auto &[tag, message] : in_flight_)
-        if (message->stored && message->subscription_id == stored.subscription_id &&
-            message->webhook_id == stored.webhook_id)
+        if (message->stored && message->key.subscription_id == stored.key.subscription_id &&
+            message->key.webhook_id == stored.key.webhook_id)
             return;
     for (const auto &message : queue.stored_waiting)
-        if (message->webhook_id == stored.webhook_id)
+        if (message->key.webhook_id == stored.key.webhook_id)
             return;
-    std::string key = std::to_string(stored.subscription_id) + " " + stored.webhook_id;
-    if (unrecorded_keys_.count(key) > 0 || recording_keys_.count(key) > 0)
+    if (log_.Changing(stored.key))
         return;
     auto message = std::make_unique<Message>();
-    message->subscription_id = stored.subscription_id;
-    message->webhook_id = std::move(stored.webhook_id);
+    message->key = std::move(stored.key);
     message->stored = true;
     message->attempts = stored.attempts;
     for (auto &event : stored.events)
@@ -216,22 +228,21 @@ std::vector<std::string> Dispatcher::StoredKeysInMemory() const {
     std::vector<std::string> keys;
     for (const auto &[tag, message] : in_flight_)
         if (message->stored)
-            keys.push_back(std::to_string(message->subscription_id) + " " + message->webhook_id);
+            keys.push_back(message->key.Text());
     for (const auto &[id, queue] : queues_)
         for (const auto &message : queue->stored_waiting)
-            keys.push_back(std::to_string(id) + " " + message->webhook_id);
-    keys.insert(keys.end(), unrecorded_keys_.begin(), unrecorded_keys_.end());
-    keys.insert(keys.end(), recording_keys_.begin(), recording_keys_.end());
+            keys.push_back(message->key.Text());
+    log_.AppendChangingKeys(&keys);
     return keys;
 }
 
 // Signs and sends one message (or fails it at once when it cannot be signed).
 void Dispatcher::Send(Queue &queue, std::unique_ptr<Message> message, int64_t now,
-                      int64_t unix_seconds, std::vector<Request> *requests) {
+                      int64_t unix_seconds, std::vector<HttpRequest> *requests) {
     std::vector<const FeedEvent *> events;
     for (const auto &unit : message->units)
         events.push_back(unit.event.get());
-    Request request;
+    HttpRequest request;
     request.tag = next_tag_++;
     request.url = queue.subscription.handler;
     request.body =
@@ -241,19 +252,21 @@ void Dispatcher::Send(Queue &queue, std::unique_ptr<Message> message, int64_t no
     Message &sent = *message;
     in_flight_[request.tag] = std::move(message);
     try {
-        request.headers = {
-            "webhook-id: " + sent.webhook_id, "webhook-timestamp: " + std::to_string(unix_seconds),
-            "webhook-signature: " + SignPayload(queue.subscription.secret, sent.webhook_id,
-                                                unix_seconds, request.body)};
+        request.headers = {"webhook-id: " + sent.key.webhook_id,
+                           "webhook-timestamp: " + std::to_string(unix_seconds),
+                           "webhook-signature: " + SignPayload(queue.subscription.secret,
+                                                               sent.key.webhook_id, unix_seconds,
+                                                               request.body)};
     } catch (const Error &error) {
-        Finish(Response{request.tag, 0, std::string("cannot sign: ") + error.what(), 0, ""}, now);
+        Finish(HttpResponse{request.tag, 0, std::string("cannot sign: ") + error.what(), 0, ""},
+               now);
         return;
     }
     requests->push_back(std::move(request));
 }
 
-std::vector<Request> Dispatcher::TakeRequests(int64_t now, int64_t unix_seconds) {
-    std::vector<Request> requests;
+std::vector<HttpRequest> Dispatcher::TakeRequests(int64_t now, int64_t unix_seconds) {
+    std::vector<HttpRequest> requests;
     bool progress = true;
     while (progress && in_flight_.size() < settings_.max_requests && !queues_.empty()) {
         progress = false;
@@ -264,7 +277,7 @@ std::vector<Request> Dispatcher::TakeRequests(int64_t now, int64_t unix_seconds)
             Queue &queue = *it->second;
             if (++it == queues_.end())
                 it = queues_.begin();
-            if (queue.subscription.state != "active" ||
+            if (queue.subscription.state != SubscriptionState::kActive ||
                 static_cast<size_t>(queue.in_flight) >= Limit(queue.subscription))
                 continue;
             std::unique_ptr<Message> message;
@@ -274,7 +287,7 @@ std::vector<Request> Dispatcher::TakeRequests(int64_t now, int64_t unix_seconds)
                 backlog_--;
             } else if (!queue.waiting.empty() && !queue.blocked && !Lingers(queue, now)) {
                 message = std::make_unique<Message>();
-                message->subscription_id = queue.subscription.id;
+                message->key.subscription_id = queue.subscription.id;
                 size_t take = std::min<size_t>(queue.waiting.size(),
                                                std::max(1, queue.subscription.batch_size));
                 for (size_t n = 0; n < take; n++) {
@@ -282,9 +295,8 @@ std::vector<Request> Dispatcher::TakeRequests(int64_t now, int64_t unix_seconds)
                     queue.waiting.pop_front();
                 }
                 backlog_ -= take;
-                message->webhook_id = "msg_" + CompactId(message->units.front().event->event_id);
-                if (queue.subscription.batch_size > 1)
-                    message->webhook_id += "_" + std::to_string(take);
+                message->key.webhook_id =
+                    WebhookId(*message->units.front().event, queue.subscription.batch_size, take);
             } else {
                 continue;
             }
@@ -301,32 +313,7 @@ nlohmann::json &Dispatcher::Record(const Message &message, int attempt) {
     nlohmann::json positions = nlohmann::json::array();
     for (const auto &unit : message.units)
         positions.push_back(unit.event->position);
-    records_.push_back({{"subscription_id", message.subscription_id},
-                        {"webhook_id", message.webhook_id},
-                        {"positions", std::move(positions)},
-                        {"attempt", attempt},
-                        {"logged", false},
-                        {"seq", record_seq_++}});
-    return records_.back();
-}
-
-// Makes record store (or update) its message with state, attempts and next attempt time.
-void Dispatcher::StoreRecord(nlohmann::json &record, const std::string &state, int attempts,
-                             int64_t next_attempt_at) {
-    record["op"] = "store";
-    unrecorded_keys_.insert(record["subscription_id"].dump() + " " +
-                            record["webhook_id"].get<std::string>());
-    record["state"] = state;
-    record["attempt"] = attempts;
-    record["next_attempt_at"] = TimeJson(next_attempt_at);
-    if (state == "pending")
-        earliest_retry_ = std::min(earliest_retry_, next_attempt_at);
-}
-
-int64_t Dispatcher::TakeEarliestRetry() {
-    int64_t earliest = earliest_retry_;
-    earliest_retry_ = INT64_MAX;
-    return earliest;
+    return log_.Add(message.key, std::move(positions), attempt);
 }
 
 // The message's units count as handled once the next records commit.
@@ -346,13 +333,10 @@ void Dispatcher::Settle(Transaction *transaction) {
 // Stores one waiting unit as a message of its own, due at next_attempt_at.
 void Dispatcher::StoreUnit(Queue &queue, const Unit &unit, int64_t next_attempt_at) {
     Message message;
-    message.subscription_id = queue.subscription.id;
-    message.webhook_id = "msg_" + CompactId(unit.event->event_id);
-    if (queue.subscription.batch_size > 1)
-        message.webhook_id += "_1";
+    message.key = {queue.subscription.id, WebhookId(*unit.event, queue.subscription.batch_size, 1)};
     message.units.push_back(unit);
     message.stored = true;
-    StoreRecord(Record(message, 0), "pending", 0, next_attempt_at);
+    log_.Store(Record(message, 0), message.key, MessageState::kPending, 0, next_attempt_at);
     Settle(message);
     if (queue.subscription.ordered)
         queue.blocked = true;
@@ -369,13 +353,13 @@ void Dispatcher::StoreUnits(Queue &queue, int64_t next_attempt_at) {
 void Dispatcher::StoreHeld(int64_t now) {
     int64_t hold = settings_.hold_ms * 1000;
     for (auto &[tag, message] : in_flight_) {
-        auto found = queues_.find(message->subscription_id);
+        auto found = queues_.find(message->key.subscription_id);
         if (message->stored || now - message->started_at < hold || found == queues_.end())
             continue;
         Queue &queue = *found->second;
         int64_t after_timeout = now + settings_.request_timeout_ms * 1000;
-        StoreRecord(Record(*message, message->attempts), "pending", message->attempts,
-                    after_timeout);
+        log_.Store(Record(*message, message->attempts), message->key, MessageState::kPending,
+                   message->attempts, after_timeout);
         message->stored = true;
         Settle(*message);
         if (queue.subscription.ordered) {
@@ -393,7 +377,7 @@ void Dispatcher::StoreHeld(int64_t now) {
                     in_flight_.size() >= settings_.max_requests;
         bool stuck = full && now - queue->last_finished >= hold &&
                      now - queue->waiting.front().queued_at >= hold;
-        if (stuck || queue->subscription.state != "active")
+        if (stuck || queue->subscription.state != SubscriptionState::kActive)
             StoreUnits(*queue, now);
     }
 }
@@ -439,7 +423,7 @@ int64_t Dispatcher::NextDeadline(int64_t now) const {
 }
 
 // When to try again after attempt failed: the schedule, or Retry-After for 429 and 503.
-int64_t Dispatcher::RetryAt(int attempt, const Response &response, int64_t now) {
+int64_t Dispatcher::RetryAt(int attempt, const HttpResponse &response, int64_t now) {
     std::uniform_real_distribution<double> unit(0.0, 1.0);
     int64_t delay_ms =
         RetryDelayMs(attempt, settings_.retry_base_ms, settings_.retry_max_ms, unit(random_));
@@ -453,23 +437,17 @@ int64_t Dispatcher::RetryAt(int attempt, const Response &response, int64_t now) 
 }
 
 // Records a delivered message: logged, and its stored row (if any) removed.
-void Dispatcher::Succeed(Queue &queue, Message &message, const Response &response, int64_t now) {
+void Dispatcher::Succeed(Message &message, const HttpResponse &response, int64_t now) {
     nlohmann::json &record = Record(message, message.attempts + 1);
-    record["logged"] = true;
-    record["status"] = response.status;
-    record["duration_ms"] = response.duration_ms;
-    record["attempted_at"] = TimeJson(StartedAt(response, now));
-    if (message.stored) {
-        record["op"] = "delete";
-        unrecorded_keys_.insert(std::to_string(message.subscription_id) + " " + message.webhook_id);
-    }
+    OutcomeLog::Logged(record, response, StartedAt(response, now), "");
+    if (message.stored)
+        log_.Delete(record, message.key);
     Settle(message);
-    (void)queue;
 }
 
 // Stops a subscription that answered 410 Gone; its waiting events are dropped.
 void Dispatcher::Disable(Queue &queue) {
-    queue.subscription.state = "disabled";
+    queue.subscription.state = SubscriptionState::kDisabled;
     for (auto &unit : queue.waiting)
         Settle(unit.transaction);
     backlog_ -= queue.waiting.size() + queue.stored_waiting.size();
@@ -478,25 +456,20 @@ void Dispatcher::Disable(Queue &queue) {
 }
 
 // Records a failed attempt: stored for a retry, or dead, or (410) the subscription disabled.
-void Dispatcher::Fail(Queue &queue, Message &message, const Response &response, int64_t now) {
+void Dispatcher::Fail(Queue &queue, Message &message, const HttpResponse &response, int64_t now) {
     int attempt = message.attempts + 1;
     nlohmann::json &record = Record(message, attempt);
     std::string error =
         response.error.empty() ? "HTTP " + std::to_string(response.status) : response.error;
-    record["logged"] = true;
-    if (response.status != 0)
-        record["status"] = response.status;
-    record["error"] = error;
-    record["duration_ms"] = response.duration_ms;
-    record["attempted_at"] = TimeJson(StartedAt(response, now));
+    OutcomeLog::Logged(record, response, StartedAt(response, now), error);
     bool gone = response.status == 410;
     bool dead = gone || attempt > queue.subscription.max_retries;
-    StoreRecord(record, dead ? "dead" : "pending", attempt,
-                dead ? now : RetryAt(attempt, response, now));
+    log_.Store(record, message.key, dead ? MessageState::kDead : MessageState::kPending, attempt,
+               dead ? now : RetryAt(attempt, response, now));
     message.stored = true;
     Settle(message);
     if (gone) {
-        record["disable"] = true;
+        OutcomeLog::Disable(record);
         Disable(queue);
     } else if (!dead && queue.subscription.ordered) {
         queue.blocked = true;
@@ -504,13 +477,13 @@ void Dispatcher::Fail(Queue &queue, Message &message, const Response &response, 
     }
 }
 
-void Dispatcher::Finish(const Response &response, int64_t now) {
+void Dispatcher::Finish(const HttpResponse &response, int64_t now) {
     auto found = in_flight_.find(response.tag);
     if (found == in_flight_.end())
         return;
     std::unique_ptr<Message> message = std::move(found->second);
     in_flight_.erase(found);
-    auto queue = queues_.find(message->subscription_id);
+    auto queue = queues_.find(message->key.subscription_id);
     if (queue == queues_.end()) {
         Settle(*message); // the subscription was dropped meanwhile
         return;
@@ -518,50 +491,15 @@ void Dispatcher::Finish(const Response &response, int64_t now) {
     queue->second->in_flight--;
     queue->second->last_finished = now;
     if (response.error.empty() && response.status >= 200 && response.status <= 299)
-        Succeed(*queue->second, *message, response, now);
+        Succeed(*message, response, now);
     else
         Fail(*queue->second, *message, response, now);
 }
 
 std::string Dispatcher::TakeRecords() {
-    // Attempts to log, the last operation on each stored message, subscriptions to disable.
-    nlohmann::json log = nlohmann::json::array();
-    std::map<std::string, nlohmann::json> last_operations;
-    std::set<int64_t> touched;
-    nlohmann::json disable = nlohmann::json::array();
-    for (auto &record : records_) {
-        touched.insert(record["subscription_id"].get<int64_t>());
-        if (record.value("disable", false))
-            disable.push_back(record["subscription_id"]);
-        if (record.contains("op")) {
-            std::string key =
-                record["subscription_id"].dump() + " " + record["webhook_id"].get<std::string>();
-            nlohmann::json operation = record;
-            // A message stored twice in one batch (held, then failed) keeps the place of its
-            // first store: rows are inserted by seq, and an ordered subscription's stored
-            // messages are sent again in the order of their rows.
-            auto earlier = last_operations.find(key);
-            if (earlier != last_operations.end())
-                operation["seq"] = earlier->second["seq"];
-            last_operations[key] = std::move(operation);
-        }
-        if (record["logged"].get<bool>())
-            log.push_back(std::move(record));
-    }
-    nlohmann::json operations = nlohmann::json::array();
-    for (auto &[key, record] : last_operations)
-        operations.push_back(std::move(record));
-    std::string text = nlohmann::json{
-        {"log", std::move(log)},
-        {"operations", std::move(operations)},
-        {"disable", std::move(disable)},
-        {"subscriptions",
-         touched}}.dump();
-    records_ = nlohmann::json::array();
+    std::string text = log_.Take();
     recording_.insert(recording_.end(), settling_.begin(), settling_.end());
     settling_.clear();
-    recording_keys_.insert(unrecorded_keys_.begin(), unrecorded_keys_.end());
-    unrecorded_keys_.clear();
     return text;
 }
 
@@ -569,7 +507,7 @@ void Dispatcher::RecordsCommitted() {
     for (Transaction *transaction : recording_)
         transaction->open_units--;
     recording_.clear();
-    recording_keys_.clear();
+    log_.Committed();
     Advance();
 }
 

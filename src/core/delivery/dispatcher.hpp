@@ -4,23 +4,35 @@
 // Pure C++: the worker feeds it events and HTTP results and does the I/O.
 #pragma once
 
-#include <climits>
 #include <cstdint>
 #include <deque>
 #include <map>
 #include <memory>
 #include <optional>
 #include <random>
-#include <set>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "core/delivery/feed_event.hpp"
+#include "core/delivery/http_exchange.hpp"
+#include "core/delivery/message_key.hpp"
+#include "core/delivery/outcome_log.hpp"
 
 namespace amebo::delivery {
+
+// A subscription's state, as amebo.subscriptions holds it.
+enum class SubscriptionState {
+    kActive,   // delivered to
+    kPaused,   // its messages are stored until it is resumed
+    kDisabled, // gets nothing
+};
+
+// The state named text ("active", "paused", "disabled"); any other counts as paused.
+SubscriptionState ParseSubscriptionState(std::string_view text);
 
 // A subscription as the worker loaded it.
 struct Subscription {
@@ -33,7 +45,7 @@ struct Subscription {
     bool ordered = false;
     int batch_size = 1;
     int64_t start_position = 0;
-    std::string state = "active"; // active, paused, disabled
+    SubscriptionState state = SubscriptionState::kActive;
 };
 
 // Limits and timings, from the amebo.* settings.
@@ -51,27 +63,9 @@ struct DispatchSettings {
 
 // A message stored in amebo.deliveries that is due, with its events.
 struct StoredMessage {
-    int64_t subscription_id = 0;
-    std::string webhook_id;
+    MessageKey key;
     int attempts = 0;
     std::vector<FeedEvent> events;
-};
-
-// A POST to make.
-struct Request {
-    uint64_t tag = 0;
-    std::string url;
-    std::vector<std::string> headers;
-    std::string body;
-};
-
-// How a POST ended.
-struct Response {
-    uint64_t tag = 0;
-    long status = 0;
-    std::string error;
-    double duration_ms = 0;
-    std::string retry_after;
 };
 
 // Per subscription figures for the status view.
@@ -111,20 +105,19 @@ class Dispatcher {
     void AddStored(StoredMessage message);
 
     // Requests to start now, within the limits.
-    std::vector<Request> TakeRequests(int64_t now, int64_t unix_seconds);
+    std::vector<HttpRequest> TakeRequests(int64_t now, int64_t unix_seconds);
 
     // Records how a request ended.
-    void Finish(const Response &response, int64_t now);
+    void Finish(const HttpResponse &response, int64_t now);
 
     // Stores new messages not done within the hold time, so that the queue can move on.
     void StoreHeld(int64_t now);
 
     // True when outcomes wait to be written down.
-    bool HasRecords() const { return !records_.empty() || !settling_.empty(); }
+    bool HasRecords() const { return log_.HasRecords() || !settling_.empty(); }
 
-    // The outcomes as a JSON object for amebo.record_deliveries() ({"log": attempts,
-    // "operations": the last store or delete per message, "disable": subscription ids,
-    // "subscriptions": every id touched}); moves them to "being recorded".
+    // The outcomes as a JSON object for amebo.record_deliveries() (see OutcomeLog::Take());
+    // moves them to "being recorded".
     std::string TakeRecords();
 
     // The last TakeRecords() batch is durable: its messages count as handled.
@@ -133,7 +126,8 @@ class Dispatcher {
     // The highest WAL position the logical queue may be confirmed to; 0 for none yet.
     uint64_t ConfirmableLsn() const;
 
-    // "subscription_id webhook_id" of stored messages in flight or in memory.
+    // The keys (MessageKey::Text()) of stored messages in flight, in memory, or changed by
+    // records not yet committed.
     std::vector<std::string> StoredKeysInMemory() const;
 
     // Events and messages held in memory (the worker reads more only below a limit).
@@ -147,7 +141,7 @@ class Dispatcher {
 
     // The earliest next attempt among pending messages stored since the last call, or
     // INT64_MAX.
-    int64_t TakeEarliestRetry();
+    int64_t TakeEarliestRetry() { return log_.TakeEarliestRetry(); }
 
     // True when every transaction added so far is handled.
     bool Settled() const { return transactions_.empty() && open_ == nullptr; }
@@ -167,20 +161,18 @@ class Dispatcher {
     void StoreUnits(Queue &queue, int64_t next_attempt_at);
     void StoreUnit(Queue &queue, const Unit &unit, int64_t next_attempt_at);
     nlohmann::json &Record(const Message &message, int attempt);
-    void StoreRecord(nlohmann::json &record, const std::string &state, int attempts,
-                     int64_t next_attempt_at);
     void Settle(Message &message);
     void Settle(Transaction *transaction);
     void Advance();
     void Send(Queue &queue, std::unique_ptr<Message> message, int64_t now, int64_t unix_seconds,
-              std::vector<Request> *requests);
+              std::vector<HttpRequest> *requests);
     size_t Limit(const Subscription &subscription) const;
     bool Lingers(const Queue &queue, int64_t now) const;
     bool Matches(const Subscription &subscription, const FeedEvent &event,
                  std::optional<nlohmann::json> &payload) const;
-    int64_t RetryAt(int attempt, const Response &response, int64_t now);
-    void Succeed(Queue &queue, Message &message, const Response &response, int64_t now);
-    void Fail(Queue &queue, Message &message, const Response &response, int64_t now);
+    int64_t RetryAt(int attempt, const HttpResponse &response, int64_t now);
+    void Succeed(Message &message, const HttpResponse &response, int64_t now);
+    void Fail(Queue &queue, Message &message, const HttpResponse &response, int64_t now);
     void Disable(Queue &queue);
 
     DispatchSettings settings_;
@@ -188,18 +180,12 @@ class Dispatcher {
     std::deque<std::unique_ptr<Transaction>> transactions_;
     Transaction *open_ = nullptr;
     std::unordered_map<uint64_t, std::unique_ptr<Message>> in_flight_;
-    nlohmann::json records_ = nlohmann::json::array();
+    OutcomeLog log_;
     std::vector<Transaction *> settling_;  // units handled once the next records commit
     std::vector<Transaction *> recording_; // units handled once the records taken commit
     uint64_t confirmable_ = 0;
-    // "subscription_id webhook_id" of messages whose stored row changes with records not yet
-    // committed: the row in the table is stale, so it must not be fetched again meanwhile.
-    std::set<std::string> unrecorded_keys_;
-    std::set<std::string> recording_keys_;
-    int64_t earliest_retry_ = INT64_MAX;
     uint64_t next_tag_ = 1;
     uint64_t read_up_to_ = 0;
-    int64_t record_seq_ = 0;
     size_t backlog_ = 0;
     size_t round_robin_ = 0;
     std::mt19937_64 random_;

@@ -1,12 +1,13 @@
-// Statements the worker runs, each in a transaction of its own, with text parameters and
-// text results. PostgreSQL side; callable from C++ (errors come back as pg::PgError).
+// Statements run by a background process outside any transaction (the worker), each in a
+// transaction of its own, with text parameters and text results. PostgreSQL side; callable
+// from C++ (errors come back as pg::PgError).
 #pragma once
 
 #include <optional>
 #include <string>
 #include <vector>
 
-namespace amebo::worker {
+namespace amebo::pg {
 
 // A result row: every column as text, "" for NULL.
 using SqlRow = std::vector<std::string>;
@@ -22,4 +23,4 @@ std::string RunSqlValue(const char *sql, const std::vector<std::optional<std::st
 // Frees what earlier statements' results used; call at the start of each loop pass.
 void ResetSqlMemory();
 
-} // namespace amebo::worker
+} // namespace amebo::pg

@@ -1,5 +1,5 @@
-// The worker's statements: one transaction each, through SPI (see sql_runner.hpp).
-#include "worker/sql_runner.hpp"
+// Statements in a transaction each, through SPI (see sql_runner.hpp).
+#include "pg/sql_runner.hpp"
 
 #include <unordered_map>
 
@@ -11,7 +11,7 @@ extern "C" {
 #include "pgstat.h"
 }
 
-namespace amebo::worker {
+namespace amebo::pg {
 
 namespace {
 
@@ -79,18 +79,18 @@ std::vector<SqlRow> RunSql(const char *sql, const std::vector<std::optional<std:
     int nargs = static_cast<int>(args.size());
     MemoryContext context = SqlContext();
     auto *types = static_cast<Oid *>(
-        pg::Call([&] { return MemoryContextAlloc(context, sizeof(Oid) * (nargs + 1)); }));
+        Call([&] { return MemoryContextAlloc(context, sizeof(Oid) * (nargs + 1)); }));
     auto *values = static_cast<Datum *>(
-        pg::Call([&] { return MemoryContextAlloc(context, sizeof(Datum) * (nargs + 1)); }));
+        Call([&] { return MemoryContextAlloc(context, sizeof(Datum) * (nargs + 1)); }));
     auto *nulls =
-        static_cast<char *>(pg::Call([&] { return MemoryContextAllocZero(context, nargs + 1); }));
+        static_cast<char *>(Call([&] { return MemoryContextAllocZero(context, nargs + 1); }));
     for (int i = 0; i < nargs; i++) {
         types[i] = TEXTOID;
         nulls[i] = args[i] ? ' ' : 'n';
         values[i] = 0;
         if (args[i]) {
             const std::string &text = *args[i];
-            values[i] = pg::Call([&] {
+            values[i] = Call([&] {
                 MemoryContext old = MemoryContextSwitchTo(context);
                 Datum datum = PointerGetDatum(cstring_to_text_with_len(text.data(), text.size()));
                 MemoryContextSwitchTo(old);
@@ -101,7 +101,7 @@ std::vector<SqlRow> RunSql(const char *sql, const std::vector<std::optional<std:
     // A commit leaves TopMemoryContext current; an error is copied into the current context.
     MemoryContextSwitchTo(context);
     SPIPlanPtr *plan = &g_plans[sql];
-    CopiedRows copied = pg::Call([&] { return Execute(sql, nargs, types, values, nulls, plan); });
+    CopiedRows copied = Call([&] { return Execute(sql, nargs, types, values, nulls, plan); });
     std::vector<SqlRow> rows(copied.count);
     for (uint64 i = 0; i < copied.count; i++)
         for (int c = 0; c < copied.columns; c++) {
@@ -121,4 +121,4 @@ void ResetSqlMemory() {
     MemoryContextReset(SqlContext());
 }
 
-} // namespace amebo::worker
+} // namespace amebo::pg
