@@ -278,11 +278,16 @@ def judge(value, kind, target):
     return "PASS" if ok else "MISS"
 
 
+def ratio_text(ratio):
+    """'1.37', or '1,204' for a ratio of 100 or more (speed-ups)."""
+    return f"{ratio:,.0f}" if ratio >= 100 else f"{ratio:.2f}"
+
+
 def ratio_cells(num, den, kind, target):
     """'median (range)' and the verdict for per-round ratios num[i]/den[i]."""
     ratios = [a / b for a, b in zip(num, den)]
     value = median(ratios)
-    cell = f"{value:.2f}x ({min(ratios):.2f}–{max(ratios):.2f})"
+    cell = f"{ratio_text(value)}x ({ratio_text(min(ratios))}–{ratio_text(max(ratios))})"
     return cell, ("–" if kind is None else judge(value, kind, target))
 
 
