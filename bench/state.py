@@ -34,7 +34,7 @@ LOADS = 1000     # load_state calls per steady-state measurement (one statement)
 REPLAYS = 5      # replay_state calls per measurement (one statement)
 STATE_ROUNDS = env_int("BENCH_STATE_ROUNDS", 7)
 PROJECTION_EVENTS = env_int("BENCH_PROJECTION_EVENTS", 100_000)
-PROJECTION_ROUNDS = env_int("BENCH_PROJECTION_ROUNDS", 7)
+PROJECTION_ROUNDS = env_int("BENCH_PROJECTION_ROUNDS", 8)
 STATE_PARTS = os.environ.get("BENCH_STATE_PARTS", "1,2").split(",")  # a subset, for development
 
 # A bank account: deposits fold into a balance, a count and the last reference.
@@ -285,6 +285,15 @@ def measure_projection(cluster, setup, sql, keeps_read_model):
     return wall, cpu, commit
 
 
+# The variants in round rnd's order: the two compared ones back to back (so that load from
+# elsewhere on the machine hits both alike), first one then the other leading, and the
+# appends-only run after them or before them, every other pair of rounds.
+def projection_order(rnd):
+    compared, scale = PROJECTION_VARIANTS[:2], PROJECTION_VARIANTS[2:]
+    pair = compared if rnd % 2 == 0 else compared[::-1]
+    return pair + scale if rnd % 4 < 2 else scale + pair
+
+
 # Every variant once per round, each from a new extension and read model.
 def run_projections(cluster):
     log(f"inline projections: {PROJECTION_EVENTS:,} appends, {PROJECTION_ROUNDS} rounds")
@@ -295,8 +304,7 @@ def run_projections(cluster):
     cpus = {name: [] for name, _, _, _ in PROJECTION_VARIANTS}
     commits = {name: [] for name, _, _, _ in PROJECTION_VARIANTS}
     for rnd in range(PROJECTION_ROUNDS):
-        shift = rnd % len(PROJECTION_VARIANTS)
-        for name, setup, sql, keeps in PROJECTION_VARIANTS[shift:] + PROJECTION_VARIANTS[:shift]:
+        for name, setup, sql, keeps in projection_order(rnd):
             wall, cpu, commit = measure_projection(cluster, setup, sql, keeps)
             times[name].append(wall)
             cpus[name].append(cpu)
@@ -327,7 +335,7 @@ def report_projections(times, cpus, commits):
         "and the same upserts in the same transaction, so only who issues the upsert differs "
         "(amebo, through the handler's call, or the loop). Each measurement from a new "
         f"extension and read model (CHECKPOINT first), in a new connection; {PROJECTION_ROUNDS} "
-        "rounds, order rotated. Wall = the CALL (its COMMIT apart); server CPU from "
+        "rounds, the two compared variants back to back in alternating order. Wall = the CALL (its COMMIT apart); server CPU from "
         "/proc/PID/schedstat.",
         "",
         "| variant | wall ms (median) | wall µs/event | min–max ms | server CPU ms (median) "
