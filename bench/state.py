@@ -14,7 +14,8 @@
    variant runs the upsert right after it), in one transaction per measurement, so that they
    differ only in who runs the upsert. Target: at most 10% slower.
 
-Variants alternate in every round (order rotated); ratios are medians of per-round ratios.
+Every variant runs in every round (part 1: order rotated; part 2: the two compared variants
+back to back, in alternating order); ratios are medians of per-round ratios.
 Writes (or replaces) the "Snapshots and inline projections" section of --out; progress goes
 to stderr. Exits 0 whether the targets are met or not.
 """
