@@ -278,11 +278,16 @@ def judge(value, kind, target):
     return "PASS" if ok else "MISS"
 
 
+def ratio_text(ratio):
+    """'1.37', or '1,204' for a ratio of 100 or more (speed-ups)."""
+    return f"{ratio:,.0f}" if ratio >= 100 else f"{ratio:.2f}"
+
+
 def ratio_cells(num, den, kind, target):
     """'median (range)' and the verdict for per-round ratios num[i]/den[i]."""
     ratios = [a / b for a, b in zip(num, den)]
     value = median(ratios)
-    cell = f"{value:.2f}x ({min(ratios):.2f}–{max(ratios):.2f})"
+    cell = f"{ratio_text(value)}x ({ratio_text(min(ratios))}–{ratio_text(max(ratios))})"
     return cell, ("–" if kind is None else judge(value, kind, target))
 
 
@@ -608,7 +613,8 @@ def machine_lines(cluster, started, load_start, library_start):
     return [
         "# amebo benchmark results",
         "",
-        "Written by `bench/run.sh` (all numbers from one run; it overwrites this file).",
+        "Written by `bench/run.sh`: the lines below describe the run of the append benchmark "
+        "(sections 1-3); every other section says when it ran (BENCH_SUITES runs some alone).",
         "",
         f"- date: {started:%Y-%m-%d %H:%M:%S %Z} (took "
         f"{(datetime.datetime.now(datetime.timezone.utc) - started).total_seconds() / 60:.1f} min)",
@@ -624,6 +630,17 @@ def machine_lines(cluster, started, load_start, library_start):
         "- client, server and pgbench share the same CPUs; connections over a unix socket",
         "",
     ]
+
+
+def other_sections(path):
+    """The sections of the report at path that other benchmarks wrote (not this one's parts,
+    not the summary), so that running this one alone keeps them."""
+    if not os.path.exists(path):
+        return ""
+    with open(path) as f:
+        sections = re.findall(r"^## .*?(?=^## |\Z)", f.read(), re.M | re.S)
+    return "".join("\n" + s.rstrip("\n") + "\n" for s in sections
+                   if not re.match(r"## (Summary|[0-9]+\. )", s))
 
 
 def main():
@@ -649,7 +666,7 @@ def main():
     if "3" in PARTS:
         lines += report_contention(run_contention(cluster)) + [""]
     lines = machine_lines(cluster, started, load_start, library_start) + lines
-    text = "\n".join(lines)
+    text = "\n".join(lines) + other_sections(args.out)
     with open(args.out, "w") as f:
         f.write(text)
     log(f"wrote {args.out}")

@@ -52,13 +52,27 @@ def table_row(section, header, row):
     return [(section, row[0], row[1], row[targets[0]], result)]
 
 
-# The summary as Markdown lines: the run's date and machine, then the table.
+# "- NAME ran on DATE" for every section that gives its own date (a "- date:" line).
+def section_dates(text):
+    dates, section = [], None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            section = re.sub(r"\s*\(.*\)$", "", line[3:].strip())
+        elif section and line.startswith("- date: "):
+            dates.append(f"- {section} ran on {re.split(r',| [(]', line[8:])[0]}")
+            section = None
+    return dates
+
+
+# The summary as Markdown lines: the append benchmark's date and machine, the date of every
+# section that ran apart, then the table.
 def summary(text):
     facts = [line for line in text.splitlines()[:12]
              if line.startswith(("- date:", "- machine:", "- server:", "- amebo:"))]
-    lines = ["## Summary", "", "Every measure with a target in bench/RESULTS.md, all from one run of make bench:",
-             ""] + facts + ["", "| benchmark | measure | value | target | result |",
-                            "|---|---|---:|---|---|"]
+    lines = ["## Summary", "", "Every measure with a target in bench/RESULTS.md, each from the "
+             "latest run of its benchmark by make bench (BENCH_SUITES runs some alone):",
+             ""] + facts + section_dates(text)
+    lines += ["", "| benchmark | measure | value | target | result |", "|---|---|---:|---|---|"]
     rows = measures(text)
     # A section's verdict lines repeat its table of targets: keep each value once, the last.
     last = {(r[0], r[2], r[3], r[4]): i for i, r in enumerate(rows)}

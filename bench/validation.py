@@ -8,7 +8,8 @@ validation). Payloads come pre-built from the same table; variants alternate ove
 medians are reported. Client side: pgbench, 8 clients, one append per transaction, with and
 without the schema. Target: validation adds at most 30% to the server-side time.
 
-Appends a Markdown section to --out. Exits 0 whether the target is met or not.
+Writes (or replaces) the "Validation on append" section of --out. Exits 0 whether the target
+is met or not.
 """
 
 import argparse
@@ -20,6 +21,8 @@ import tempfile
 import time
 
 import psycopg
+
+from report import write_section
 
 EVENTS = int(os.environ.get("BENCH_EVENTS", 100_000))
 ROUNDS = int(os.environ.get("BENCH_VALIDATION_ROUNDS", 5))
@@ -147,8 +150,7 @@ def main():
         f"with schema {tps_with:.0f} tps, without {tps_without:.0f} tps, ratio {tps_with / tps_without:.2f}",
         "",
     ]
-    with open(args.out, "a") as f:
-        f.write("\n".join(lines))
+    write_section(args.out, "Validation on append", lines)
     print("\n".join(lines))
 
 

@@ -48,6 +48,8 @@ from collections import Counter
 
 import psycopg
 
+from report import write_section
+
 PG_BIN = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True,
                         check=True).stdout.strip()
 NGINX = os.environ.get("BENCH_NGINX", "/usr/sbin/nginx")
@@ -971,20 +973,6 @@ def summary_lines(results):
     return lines + [""]
 
 
-# Writes the section into out: replaces an existing "## Webhook delivery" section, or appends.
-def write_section(out, lines):
-    text = open(out).read() if os.path.exists(out) else ""
-    section = "\n".join(lines).rstrip("\n") + "\n"
-    match = re.search(r"^## Webhook delivery.*?(?=^## |\Z)", text, re.M | re.S)
-    if match:
-        text = text[:match.start()] + section + ("\n" if match.end() < len(text) else "") \
-            + text[match.end():]
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + section
-    with open(out, "w") as f:
-        f.write(text)
-
-
 # Starts nginx, runs the parts, writes the report.
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
@@ -1037,7 +1025,7 @@ def main():
         "notes": bench.notes,
     }
     lines = report(results, info)
-    write_section(args.out, lines)
+    write_section(args.out, "Webhook delivery", lines)
     print("\n".join(lines))
     log(f"updated {args.out}")
 
