@@ -201,7 +201,7 @@ void DeliveryService::BeginCatchUp(int64_t checkpoint) {
     catch_up_through_ = head;
     checkpoint_ = checkpoint;
     catching_up_ = true;
-    worker::RunSql("SELECT amebo.plan_catch_up($1, $2::bigint, $3::bigint, $4::bigint)",
+    worker::RunSql("SELECT amebo_internal.plan_catch_up($1, $2::bigint, $3::bigint, $4::bigint)",
                    {slot_name_, std::to_string(checkpoint), std::to_string(head),
                     std::to_string(skip_through_)});
     ereport(LOG, (errmsg("amebo: created replication slot \"%s\"; catching up events %lld to "
@@ -221,7 +221,7 @@ void DeliveryService::CatchUp() {
         catching_up_ = false;
         checkpoint_candidates_.push_back({skip_through_, 0});
         Record(true);
-        worker::RunSql("SELECT amebo.plan_catch_up($1, $2::bigint, 0, 0)",
+        worker::RunSql("SELECT amebo_internal.plan_catch_up($1, $2::bigint, 0, 0)",
                        {slot_name_, std::to_string(checkpoint_)});
         OpenQueue(slot_name_.c_str());
         return;
@@ -322,7 +322,7 @@ void DeliveryService::FetchDue() {
     auto rows = worker::RunSql(
         (std::string("SELECT d.subscription_id, d.webhook_id, d.attempts, d.message_id, "
                      "d.event_position, d.event_id, d.stream, d.version, d.action, d.payload, "
-                     "d.metadata, d.recorded_at FROM amebo.due_deliveries(") +
+                     "d.metadata, d.recorded_at FROM amebo_internal.due_deliveries(") +
          std::to_string(kDueBatch) +
          ", ARRAY(SELECT pg_catalog.jsonb_array_elements_text($1::jsonb))) d")
             .c_str(),
@@ -344,8 +344,8 @@ void DeliveryService::FetchDue() {
     skip = dispatcher_->StoredKeysInMemory();
     auto schedule = worker::RunSql(
         "SELECT (SELECT pg_catalog.array_to_json(pg_catalog.array_agg(b))::text "
-        "        FROM amebo.blocked_subscriptions() b), "
-        "amebo.next_due_at(ARRAY(SELECT pg_catalog.jsonb_array_elements_text($1::jsonb)))",
+        "        FROM amebo_internal.blocked_subscriptions() b), "
+        "amebo_internal.next_due_at(ARRAY(SELECT pg_catalog.jsonb_array_elements_text($1::jsonb)))",
         {skip.dump()});
     std::vector<int64_t> blocked;
     if (!schedule.at(0).at(0).empty())
@@ -382,7 +382,7 @@ void DeliveryService::Record(bool force) {
     auto rows = worker::RunSql(
         "SELECT amebo.settled_position(), "
         "(pg_catalog.pg_current_wal_insert_lsn() - '0/0'::pg_catalog.pg_lsn)::bigint "
-        "FROM amebo.record_deliveries($1::jsonb, $2::bigint, $3)",
+        "FROM amebo_internal.record_deliveries($1::jsonb, $2::bigint, $3)",
         {records,
          checkpoint > checkpoint_ || force ? std::optional<std::string>(std::to_string(checkpoint))
                                            : std::nullopt,
@@ -424,8 +424,9 @@ void DeliveryService::Confirm() {
 // Removes delivery log rows past their retention.
 void DeliveryService::Prune() {
     next_prune_ = now_ + kPruneInterval;
-    worker::RunSql("SELECT amebo.prune_delivery_log(pg_catalog.make_interval(secs => $1::int))",
-                   {std::to_string(settings::delivery_log_retention)});
+    worker::RunSql(
+        "SELECT amebo_internal.prune_delivery_log(pg_catalog.make_interval(secs => $1::int))",
+        {std::to_string(settings::delivery_log_retention)});
 }
 
 void DeliveryService::Step(bool subscriptions_changed) {

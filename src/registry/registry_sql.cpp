@@ -121,7 +121,7 @@ extern "C" Datum amebo_registry_changed(PG_FUNCTION_ARGS) {
     return pg::Entry([&] {
         if (!CALLED_AS_TRIGGER(fcinfo))
             throw Error(sqlstate::kObjectNotInPrerequisiteState,
-                        "amebo.registry_changed() must be called as a trigger");
+                        "amebo_internal.registry_changed() must be called as a trigger");
         CacheInvalidateRelcache(reinterpret_cast<TriggerData *>(fcinfo->context)->tg_relation);
         return PointerGetDatum(nullptr);
     });

@@ -24,10 +24,12 @@ void RegisterAsOwner(Datum *args, const char *nulls) {
                        TEXTOID, REGPROCEDUREOID, REGROLEOID};
     pg::OwnerAccess owner = pg::EnterOwnerAccess();
     SPI_connect();
-    int result = SPI_execute_with_args("SELECT amebo.register_projection($1, $2, $3, $4, $5, $6)",
-                                       6, argtypes, args, nulls, false, 0);
+    int result =
+        SPI_execute_with_args("SELECT amebo_internal.register_projection($1, $2, $3, $4, $5, $6)",
+                              6, argtypes, args, nulls, false, 0);
     if (result != SPI_OK_SELECT)
-        elog(ERROR, "amebo.register_projection failed: %s", SPI_result_code_string(result));
+        elog(ERROR, "amebo_internal.register_projection failed: %s",
+             SPI_result_code_string(result));
     SPI_finish();
     pg::LeaveOwnerAccess(owner);
 }
