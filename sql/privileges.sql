@@ -86,9 +86,9 @@ SELECT q AS statement, regress.outcome(q) FROM (VALUES
     ($$SELECT * FROM amebo.applications$$),
     ($$SELECT secret FROM amebo.applications$$),
     ($$SELECT amebo.application_secret('privy')$$),
-    ($$SELECT amebo.generate_secret()$$),
+    ($$SELECT amebo_internal.generate_secret()$$),
     ($$SELECT amebo.create_action('privy.other', 'privy')$$),
-    ($$SELECT amebo.check_handler('https://hooks.example.invalid/')$$),
+    ($$SELECT amebo_internal.check_handler('https://hooks.example.invalid/')$$),
     ($$SELECT amebo.wake_worker()$$)
 ) AS cases(q);
 RESET ROLE;
@@ -113,9 +113,9 @@ SELECT q AS statement, regress.outcome(q) FROM (VALUES
     ($$SELECT amebo.create_reducer('other', 'privy_reducer(jsonb, amebo.events)')$$),
     ($$SELECT amebo.create_projection('seen', 'privy_handler(amebo.events)')$$),
     ($$SELECT amebo.rebuild_projection('seen')$$),
-    ($$SELECT amebo.call_as_owner('privy_handler(amebo.events)', 'amebo_regress_writer', NULL)$$),
-    ($$SELECT amebo.run_projection('seen')$$),
-    ($$SELECT amebo.record_deliveries('{}', NULL, NULL)$$)
+    ($$SELECT amebo_internal.call_as_owner('privy_handler(amebo.events)', 'amebo_regress_writer', NULL)$$),
+    ($$SELECT amebo_internal.run_projection('seen')$$),
+    ($$SELECT amebo_internal.record_deliveries('{}', NULL, NULL)$$)
 ) AS cases(q);
 RESET ROLE;
 
@@ -147,17 +147,32 @@ SELECT q AS statement, regress.outcome(q) FROM (VALUES
     ($$UPDATE amebo.subscriptions SET state = 'paused'$$),
     ($$DELETE FROM amebo.deliveries$$),
     ($$UPDATE amebo.projections SET owner = 'amebo_regress_admin'$$),
-    ($$SELECT amebo.register_projection('direct', 'privy_handler(amebo.events)', NULL, 'inline', NULL, 'amebo_admin')$$),
-    ($$SELECT amebo.call_as_owner('privy_handler(amebo.events)', 'amebo_regress_admin', NULL)$$),
-    ($$SELECT amebo.run_projection('seen')$$),
-    ($$SELECT amebo.record_deliveries('{}', NULL, NULL)$$),
-    ($$SELECT amebo.plan_catch_up('x', 0, 0, 0)$$),
-    ($$SELECT amebo.prune_delivery_log('1 day')$$)
+    ($$SELECT amebo_internal.register_projection('direct', 'privy_handler(amebo.events)', NULL, 'inline', NULL, 'amebo_admin')$$),
+    ($$SELECT amebo_internal.call_as_owner('privy_handler(amebo.events)', 'amebo_regress_admin', NULL)$$),
+    ($$SELECT amebo_internal.run_projection('seen')$$),
+    ($$SELECT amebo_internal.record_deliveries('{}', NULL, NULL)$$),
+    ($$SELECT amebo_internal.plan_catch_up('x', 0, 0, 0)$$),
+    ($$SELECT amebo_internal.prune_delivery_log('1 day')$$),
+    ($$SELECT amebo_internal.generate_secret()$$),
+    ($$SELECT amebo_internal.check_handler('https://hooks.example.invalid/')$$),
+    ($$SELECT amebo_internal.add_action_schema('privy.done', '{}')$$),
+    ($$SELECT amebo_internal.lock_subscription('privy', 'hook')$$)
 ) AS cases(q);
 SELECT amebo.application_secret('privy') = 'whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8='
     AS admin_reads_secret;
 SELECT secret LIKE 'whsec_%' AS admin_reads_the_table FROM amebo.applications WHERE name = 'privy';
 RESET ROLE;
+-- amebo_internal: each role may execute only what the functions that call it as that role
+-- need (resume_projection runs as its caller; subscription_status calls
+-- delivery_worker_stats with its reader's privileges); only the admin may look names up.
+SELECT r.rolname AS role, p.oid::regprocedure AS executes_internal
+FROM pg_proc p, pg_roles r
+WHERE p.pronamespace = 'amebo_internal'::regnamespace
+  AND r.rolname IN ('amebo_reader', 'amebo_writer', 'amebo_admin')
+  AND has_function_privilege(r.oid, p.oid, 'EXECUTE')
+ORDER BY 1, 2::text;
+SELECT r.rolname AS role, has_schema_privilege(r.oid, 'amebo_internal', 'USAGE') AS uses_internal
+FROM pg_roles r WHERE r.rolname IN ('amebo_reader', 'amebo_writer', 'amebo_admin') ORDER BY 1;
 -- The projection belongs to the admin that created it, not to the function's owner.
 SELECT name, owner FROM amebo.projection_list WHERE name = 'seen';
 

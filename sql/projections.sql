@@ -74,7 +74,7 @@ SELECT amebo.pause_projection('seen');
 SELECT name, mode, state, position FROM amebo.projection_status ORDER BY name;
 SELECT amebo.resume_projection('seen');
 -- run_projection is what the worker calls: it applies a batch and moves the checkpoint.
-SELECT amebo.run_projection('seen', 5) AS applied;
+SELECT amebo_internal.run_projection('seen', 5) AS applied;
 SELECT count(*) AS seen FROM seen_actions;
 SELECT position > 0 AS moved, lag_events > 0 AS behind FROM amebo.projection_status WHERE name = 'seen';
 SELECT amebo.rebuild_projection('seen') = (SELECT count(*) FROM amebo.events) AS replayed_all;
@@ -105,18 +105,18 @@ CREATE ROLE amebo_regress_projector;
 GRANT USAGE ON SCHEMA amebo TO amebo_regress_projector;
 GRANT SELECT, UPDATE ON amebo.projections TO amebo_regress_projector;
 SET ROLE amebo_regress_projector;
-SELECT amebo.call_as_owner('users_projection(amebo.events)', 'amebo_regress_projector', NULL);
+SELECT amebo_internal.call_as_owner('users_projection(amebo.events)', 'amebo_regress_projector', NULL);
 UPDATE amebo.projections SET owner = 'amebo_regress_projector' WHERE name = 'users';
 RESET ROLE;
 SELECT name, owner = current_user::regrole AS owned_by_creator FROM amebo.projections ORDER BY name;
 -- The handler must take one event: another function got the row as its argument (and read it
 -- as jsonb), a missing one was an internal error (found by test/scripts/hostile_input.sh).
 SELECT q, regress.outcome(q) FROM (VALUES
-    ($$SELECT amebo.call_as_owner('jsonb_typeof(jsonb)', 'amebo_regress_projector',
+    ($$SELECT amebo_internal.call_as_owner('jsonb_typeof(jsonb)', 'amebo_regress_projector',
         (SELECT e FROM amebo.events e ORDER BY position LIMIT 1))$$),
-    ($$SELECT amebo.call_as_owner('now()', 'amebo_regress_projector',
+    ($$SELECT amebo_internal.call_as_owner('now()', 'amebo_regress_projector',
         (SELECT e FROM amebo.events e ORDER BY position LIMIT 1))$$),
-    ($$SELECT amebo.call_as_owner(0::oid::regprocedure, 'amebo_regress_projector',
+    ($$SELECT amebo_internal.call_as_owner(0::oid::regprocedure, 'amebo_regress_projector',
         (SELECT e FROM amebo.events e ORDER BY position LIMIT 1))$$)
 ) AS cases(q);
 REVOKE ALL ON amebo.projections FROM amebo_regress_projector;

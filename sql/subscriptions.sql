@@ -61,41 +61,41 @@ WHERE name IN ('cancelled', 'upper', 'spaced', 'question', 'empty', 'long', 'ret
 -- Handler URLs: http or https, a host, no user info, no fragment, visible ASCII only (IDN
 -- hosts in punycode), at most 2048 bytes, a port in 1..65535; all 22023.
 SELECT q, regress.outcome(q) FROM (VALUES
-    ($$SELECT amebo.check_handler('ftp://hooks.example.invalid/x')$$),
-    ($$SELECT amebo.check_handler('hooks.example.invalid/x')$$),
-    ($$SELECT amebo.check_handler('')$$),
-    ($$SELECT amebo.check_handler('http:///x')$$),
-    ($$SELECT amebo.check_handler('http://:8080/x')$$),
-    ($$SELECT amebo.check_handler('https://user:secret@hooks.example.invalid/x')$$),
-    ($$SELECT amebo.check_handler('https://hooks.example.invalid/x#part')$$),
-    ($$SELECT amebo.check_handler('https://hooks.example.invalid/a b')$$),
-    ($$SELECT amebo.check_handler(E'https://hooks.example.invalid/a\tb')$$),
-    ($$SELECT amebo.check_handler(E'https://hooks.example.invalid/x\n')$$),
-    ($$SELECT amebo.check_handler('https://hooks.example.invalid/' || repeat('a', 2019))$$),
-    ($$SELECT amebo.check_handler('https://bücher.invalid/x')$$),
-    ($$SELECT amebo.check_handler('https://hooks.example.invalid/bücher')$$),
-    ($$SELECT amebo.check_handler('https://hooks.example.invalid:0/x')$$),
-    ($$SELECT amebo.check_handler('https://hooks.example.invalid:65536/x')$$),
-    ($$SELECT amebo.check_handler('https://hooks.example.invalid:http/x')$$),
-    ($$SELECT amebo.check_handler('https://hooks.example.invalid:/x')$$),
-    ($$SELECT amebo.check_handler('https://hooks_example$.invalid/x')$$),
-    ($$SELECT amebo.check_handler('https://' || repeat('a', 64) || '.invalid/x')$$),
-    ($$SELECT amebo.check_handler('http://2130706433/x')$$),
-    ($$SELECT amebo.check_handler('http://0x7f.1/x')$$),
-    ($$SELECT amebo.check_handler('http://[::1/x')$$),
-    ($$SELECT amebo.check_handler('http://[zz::1]/x')$$),
-    ($$SELECT amebo.check_handler('http://[2606:4700::1]x/')$$)
+    ($$SELECT amebo_internal.check_handler('ftp://hooks.example.invalid/x')$$),
+    ($$SELECT amebo_internal.check_handler('hooks.example.invalid/x')$$),
+    ($$SELECT amebo_internal.check_handler('')$$),
+    ($$SELECT amebo_internal.check_handler('http:///x')$$),
+    ($$SELECT amebo_internal.check_handler('http://:8080/x')$$),
+    ($$SELECT amebo_internal.check_handler('https://user:secret@hooks.example.invalid/x')$$),
+    ($$SELECT amebo_internal.check_handler('https://hooks.example.invalid/x#part')$$),
+    ($$SELECT amebo_internal.check_handler('https://hooks.example.invalid/a b')$$),
+    ($$SELECT amebo_internal.check_handler(E'https://hooks.example.invalid/a\tb')$$),
+    ($$SELECT amebo_internal.check_handler(E'https://hooks.example.invalid/x\n')$$),
+    ($$SELECT amebo_internal.check_handler('https://hooks.example.invalid/' || repeat('a', 2019))$$),
+    ($$SELECT amebo_internal.check_handler('https://bücher.invalid/x')$$),
+    ($$SELECT amebo_internal.check_handler('https://hooks.example.invalid/bücher')$$),
+    ($$SELECT amebo_internal.check_handler('https://hooks.example.invalid:0/x')$$),
+    ($$SELECT amebo_internal.check_handler('https://hooks.example.invalid:65536/x')$$),
+    ($$SELECT amebo_internal.check_handler('https://hooks.example.invalid:http/x')$$),
+    ($$SELECT amebo_internal.check_handler('https://hooks.example.invalid:/x')$$),
+    ($$SELECT amebo_internal.check_handler('https://hooks_example$.invalid/x')$$),
+    ($$SELECT amebo_internal.check_handler('https://' || repeat('a', 64) || '.invalid/x')$$),
+    ($$SELECT amebo_internal.check_handler('http://2130706433/x')$$),
+    ($$SELECT amebo_internal.check_handler('http://0x7f.1/x')$$),
+    ($$SELECT amebo_internal.check_handler('http://[::1/x')$$),
+    ($$SELECT amebo_internal.check_handler('http://[zz::1]/x')$$),
+    ($$SELECT amebo_internal.check_handler('http://[2606:4700::1]x/')$$)
 ) AS cases(q);
 -- Accepted: any case of the scheme, ports at the limits, punycode, 2048 bytes exactly, and a
 -- host name that does not resolve now (it is checked again at every connection).
 SELECT q, regress.outcome(q) FROM (VALUES
-    ($$SELECT amebo.check_handler('HTTP://hooks.example.invalid')$$),
-    ($$SELECT amebo.check_handler('https://hooks.example.invalid:1/x?a=1&b=%20')$$),
-    ($$SELECT amebo.check_handler('https://hooks.example.invalid:65535/x')$$),
-    ($$SELECT amebo.check_handler('https://xn--bcher-kva.invalid/x')$$),
-    ($$SELECT amebo.check_handler('https://hooks.example.invalid/' || repeat('a', 2018))$$),
-    ($$SELECT amebo.check_handler('http://93.184.216.34/hook')$$),
-    ($$SELECT amebo.check_handler('http://[2606:4700::1]:8080/hook')$$)
+    ($$SELECT amebo_internal.check_handler('HTTP://hooks.example.invalid')$$),
+    ($$SELECT amebo_internal.check_handler('https://hooks.example.invalid:1/x?a=1&b=%20')$$),
+    ($$SELECT amebo_internal.check_handler('https://hooks.example.invalid:65535/x')$$),
+    ($$SELECT amebo_internal.check_handler('https://xn--bcher-kva.invalid/x')$$),
+    ($$SELECT amebo_internal.check_handler('https://hooks.example.invalid/' || repeat('a', 2018))$$),
+    ($$SELECT amebo_internal.check_handler('http://93.184.216.34/hook')$$),
+    ($$SELECT amebo_internal.check_handler('http://[2606:4700::1]:8080/hook')$$)
 ) AS cases(q);
 -- A handler URL is checked by create_subscription too, and nothing is stored.
 SELECT amebo.create_subscription('shop', 'fragment', 'order.*', 'https://hooks.example.invalid/x#part');
@@ -107,22 +107,22 @@ SELECT count(*) AS stored FROM amebo.subscriptions WHERE name = 'fragment';
 SHOW amebo.allow_private_targets;
 SELECT amebo.create_subscription('shop', 'local', 'order.*', 'http://127.0.0.1:8080/hook');
 SELECT q, regress.outcome(q) FROM (VALUES
-    ($$SELECT amebo.check_handler('http://127.0.0.1/')$$),
-    ($$SELECT amebo.check_handler('http://[::1]/')$$),
-    ($$SELECT amebo.check_handler('http://10.0.0.1/')$$),
-    ($$SELECT amebo.check_handler('http://192.168.1.20:8080/')$$),
-    ($$SELECT amebo.check_handler('http://169.254.169.254/latest/meta-data/')$$),
-    ($$SELECT amebo.check_handler('http://[fe80::1]/')$$),
-    ($$SELECT amebo.check_handler('http://[::ffff:127.0.0.1]/')$$),
-    ($$SELECT amebo.check_handler('https://192.0.2.10/')$$)
+    ($$SELECT amebo_internal.check_handler('http://127.0.0.1/')$$),
+    ($$SELECT amebo_internal.check_handler('http://[::1]/')$$),
+    ($$SELECT amebo_internal.check_handler('http://10.0.0.1/')$$),
+    ($$SELECT amebo_internal.check_handler('http://192.168.1.20:8080/')$$),
+    ($$SELECT amebo_internal.check_handler('http://169.254.169.254/latest/meta-data/')$$),
+    ($$SELECT amebo_internal.check_handler('http://[fe80::1]/')$$),
+    ($$SELECT amebo_internal.check_handler('http://[::ffff:127.0.0.1]/')$$),
+    ($$SELECT amebo_internal.check_handler('https://192.0.2.10/')$$)
 ) AS cases(q);
 -- (SQLSTATEs only: which address localhost resolves to first depends on the machine.)
-SELECT left(regress.outcome($$SELECT amebo.check_handler('http://localhost:8080/hook')$$), 5) AS localhost,
-       left(regress.outcome($$SELECT amebo.check_handler('http://0.0.0.0/')$$), 5) AS unspecified;
+SELECT left(regress.outcome($$SELECT amebo_internal.check_handler('http://localhost:8080/hook')$$), 5) AS localhost,
+       left(regress.outcome($$SELECT amebo_internal.check_handler('http://0.0.0.0/')$$), 5) AS unspecified;
 
 -- Only a superuser may allow them.
 SET amebo.allow_private_targets = on;
-SELECT amebo.check_handler('http://127.0.0.1:8080/hook');
+SELECT amebo_internal.check_handler('http://127.0.0.1:8080/hook');
 SELECT amebo.create_subscription('shop', 'local', 'order.*', 'http://127.0.0.1:8080/hook') > 0 AS created;
 RESET amebo.allow_private_targets;
 CREATE ROLE amebo_regress_subscriber;

@@ -14,7 +14,8 @@ inline constexpr char kEventIdConflict[] = "AM002";
 inline constexpr char kImmutableEvent[] = "AM003";
 inline constexpr char kSchemaViolation[] = "AM004";
 inline constexpr char kUnknownAction[] = "AM005";
-inline constexpr char kIncompatibleSchema[] = "AM006"; // raised by amebo.add_action_schema (SQL)
+inline constexpr char kIncompatibleSchema[] =
+    "AM006"; // raised by amebo_internal.add_action_schema (SQL)
 inline constexpr char kInvalidSchema[] = "AM007";
 inline constexpr char kSnapshotBeyondVersion[] = "AM008"; // raised by amebo.save_snapshot (SQL)
 // Standard codes amebo uses for bad input.

@@ -113,12 +113,12 @@ int64_t OldestSubscriptionStart() {
 
 void PlanCatchUp(const std::string &slot, int64_t checkpoint, int64_t head, int64_t skip_through) {
     pg::RunSql(
-        "SELECT amebo.plan_catch_up($1, $2::bigint, $3::bigint, $4::bigint)",
+        "SELECT amebo_internal.plan_catch_up($1, $2::bigint, $3::bigint, $4::bigint)",
         {slot, std::to_string(checkpoint), std::to_string(head), std::to_string(skip_through)});
 }
 
 void EndCatchUp(const std::string &slot, int64_t checkpoint) {
-    pg::RunSql("SELECT amebo.plan_catch_up($1, $2::bigint, 0, 0)",
+    pg::RunSql("SELECT amebo_internal.plan_catch_up($1, $2::bigint, 0, 0)",
                {slot, std::to_string(checkpoint)});
 }
 
@@ -152,7 +152,7 @@ DueMessages LoadDueMessages(const std::vector<std::string> &skip, int limit) {
     auto rows = pg::RunSql(
         (std::string("SELECT d.subscription_id, d.webhook_id, d.attempts, d.message_id, "
                      "d.event_position, d.event_id, d.stream, d.version, d.action, d.payload, "
-                     "d.metadata, d.recorded_at FROM amebo.due_deliveries(") +
+                     "d.metadata, d.recorded_at FROM amebo_internal.due_deliveries(") +
          std::to_string(limit) +
          ", ARRAY(SELECT pg_catalog.jsonb_array_elements_text($1::jsonb))) d")
             .c_str(),
@@ -171,8 +171,8 @@ DueMessages LoadDueMessages(const std::vector<std::string> &skip, int limit) {
 DueSchedule LoadDueSchedule(const std::vector<std::string> &skip) {
     auto rows = pg::RunSql(
         "SELECT (SELECT pg_catalog.array_to_json(pg_catalog.array_agg(b))::text "
-        "        FROM amebo.blocked_subscriptions() b), "
-        "amebo.next_due_at(ARRAY(SELECT pg_catalog.jsonb_array_elements_text($1::jsonb)))",
+        "        FROM amebo_internal.blocked_subscriptions() b), "
+        "amebo_internal.next_due_at(ARRAY(SELECT pg_catalog.jsonb_array_elements_text($1::jsonb)))",
         {nlohmann::json(skip).dump()});
     DueSchedule schedule;
     if (!rows.at(0).at(0).empty())
@@ -188,7 +188,7 @@ std::optional<CheckpointMeasurement> RecordDeliveries(const std::string &records
     auto rows = pg::RunSql(
         "SELECT amebo.settled_position(), "
         "(pg_catalog.pg_current_wal_insert_lsn() - '0/0'::pg_catalog.pg_lsn)::bigint "
-        "FROM amebo.record_deliveries($1::jsonb, $2::bigint, $3)",
+        "FROM amebo_internal.record_deliveries($1::jsonb, $2::bigint, $3)",
         {records,
          checkpoint ? std::optional<std::string>(std::to_string(*checkpoint)) : std::nullopt,
          slot});
@@ -205,8 +205,9 @@ CheckpointMeasurement MeasureCheckpoint() {
 }
 
 void PruneDeliveryLog(int retention_seconds) {
-    pg::RunSql("SELECT amebo.prune_delivery_log(pg_catalog.make_interval(secs => $1::int))",
-               {std::to_string(retention_seconds)});
+    pg::RunSql(
+        "SELECT amebo_internal.prune_delivery_log(pg_catalog.make_interval(secs => $1::int))",
+        {std::to_string(retention_seconds)});
 }
 
 } // namespace amebo::delivery

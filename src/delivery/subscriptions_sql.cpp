@@ -61,7 +61,7 @@ void CheckResolvedAddresses(const HandlerUrl &url) {
 
 using namespace amebo;
 
-// amebo.check_handler(url): raises 22023 unless url is a handler amebo may call.
+// amebo_internal.check_handler(url): raises 22023 unless url is a handler amebo may call.
 extern "C" Datum amebo_check_handler(PG_FUNCTION_ARGS) {
     return pg::Entry([&] {
         std::string handler(pg::TextView(PG_GETARG_TEXT_PP(0)));

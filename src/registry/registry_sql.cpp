@@ -99,7 +99,7 @@ extern "C" Datum amebo_schema_incompatibilities(PG_FUNCTION_ARGS) {
     });
 }
 
-// amebo.generate_secret(): "whsec_" and the base64 of 32 strong random bytes.
+// amebo_internal.generate_secret(): "whsec_" and the base64 of 32 strong random bytes.
 extern "C" Datum amebo_generate_secret(PG_FUNCTION_ARGS) {
     return pg::Entry([&] {
         uint8 random[32];
@@ -121,7 +121,7 @@ extern "C" Datum amebo_registry_changed(PG_FUNCTION_ARGS) {
     return pg::Entry([&] {
         if (!CALLED_AS_TRIGGER(fcinfo))
             throw Error(sqlstate::kObjectNotInPrerequisiteState,
-                        "amebo.registry_changed() must be called as a trigger");
+                        "amebo_internal.registry_changed() must be called as a trigger");
         CacheInvalidateRelcache(reinterpret_cast<TriggerData *>(fcinfo->context)->tg_relation);
         return PointerGetDatum(nullptr);
     });

@@ -3,8 +3,8 @@
 // The owner is who the worker runs an async projection's handler as. A SECURITY DEFINER
 // function cannot name its caller (current_user is its own owner inside), so this C function
 // takes the caller's role before anything changes it, checks that role may execute the
-// handler and the reset function, and runs amebo.register_projection (SQL, executable by the
-// tables' owner only) as the owner of amebo's tables.
+// handler and the reset function, and runs amebo_internal.register_projection (SQL, executable by
+// the tables' owner only) as the owner of amebo's tables.
 #include "core/error.hpp"
 #include "pg/guard.hpp"
 #include "pg/owner_access.hpp"
@@ -24,10 +24,12 @@ void RegisterAsOwner(Datum *args, const char *nulls) {
                        TEXTOID, REGPROCEDUREOID, REGROLEOID};
     pg::OwnerAccess owner = pg::EnterOwnerAccess();
     SPI_connect();
-    int result = SPI_execute_with_args("SELECT amebo.register_projection($1, $2, $3, $4, $5, $6)",
-                                       6, argtypes, args, nulls, false, 0);
+    int result =
+        SPI_execute_with_args("SELECT amebo_internal.register_projection($1, $2, $3, $4, $5, $6)",
+                              6, argtypes, args, nulls, false, 0);
     if (result != SPI_OK_SELECT)
-        elog(ERROR, "amebo.register_projection failed: %s", SPI_result_code_string(result));
+        elog(ERROR, "amebo_internal.register_projection failed: %s",
+             SPI_result_code_string(result));
     SPI_finish();
     pg::LeaveOwnerAccess(owner);
 }

@@ -207,12 +207,12 @@ void CheckHandlerTakesEvent(Oid handler, Oid event_type) {
 
 } // namespace
 
-// amebo.call_as_owner(handler, owner, event): the worker's way to run a handler with the
+// amebo_internal.call_as_owner(handler, owner, event): the worker's way to run a handler with the
 // owner's privileges only; SECURITY_RESTRICTED_OPERATION stops it from changing role back.
 extern "C" Datum amebo_call_as_owner(PG_FUNCTION_ARGS) {
     return pg::Entry([&] {
         if (!superuser())
-            throw Error("42501", "only a superuser may call amebo.call_as_owner");
+            throw Error("42501", "only a superuser may call amebo_internal.call_as_owner");
         if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
             throw Error(sqlstate::kNullValueNotAllowed,
                         "handler, owner and event must not be NULL");

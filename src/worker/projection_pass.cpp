@@ -45,7 +45,7 @@ bool RunProjections() {
     auto names = RunnableProjections();
     bool more = false;
     for (const auto &name : names) {
-        auto applied = pg::RunSqlValue("SELECT amebo.run_projection($1, $2::integer)",
+        auto applied = pg::RunSqlValue("SELECT amebo_internal.run_projection($1, $2::integer)",
                                        {name, std::to_string(kBatchSize)});
         more = more || applied == std::to_string(kBatchSize);
     }

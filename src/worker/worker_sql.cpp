@@ -17,7 +17,8 @@ PG_FUNCTION_INFO_V1(amebo_delivery_worker_stats);
 PG_FUNCTION_INFO_V1(amebo_note_subscription_change);
 }
 
-// amebo.note_subscription_change(): tells the worker, at commit, that subscriptions changed.
+// amebo_internal.note_subscription_change(): tells the worker, at commit, that subscriptions
+// changed.
 extern "C" Datum amebo_note_subscription_change(PG_FUNCTION_ARGS) {
     return pg::Entry([&] {
         worker::NoteSubscriptionChange();
@@ -25,8 +26,9 @@ extern "C" Datum amebo_note_subscription_change(PG_FUNCTION_ARGS) {
     });
 }
 
-// amebo.delivery_worker_stats() -> (subscription_id, in_flight, queued) per subscription the
-// worker delivers to; nothing in other databases (a restored copy has the same subscription ids)
+// amebo_internal.delivery_worker_stats() -> (subscription_id, in_flight, queued) per subscription
+// the worker delivers to; nothing in other databases (a restored copy has the same subscription
+// ids)
 extern "C" Datum amebo_delivery_worker_stats(PG_FUNCTION_ARGS) {
     return pg::Entry([&] {
         InitMaterializedSRF(fcinfo, 0);

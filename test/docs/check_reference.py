@@ -1,13 +1,15 @@
 """Checks that docs/reference.md documents everything amebo installs: every function, view,
 table and sequence of the extension (from the catalogs, through pg_depend), every amebo.*
-setting (pg_settings), every amebo_* role, and every SQLSTATE the sources raise; and that
-it documents nothing that no longer exists. Then proves it can fail: an entry removed from
+setting (pg_settings), every amebo_* role, and every SQLSTATE the sources raise, the
+functions of schema amebo_internal in a section of their own; that it documents nothing that
+no longer exists; and that its introduction states how many functions each schema has. Then proves it can fail: an entry removed from
 a copy of the reference must be reported missing.
 
 The anchor convention (also stated at the top of docs/reference.md): each object has a
 level-3 heading under the level-2 section of its kind, whose text, without backticks,
 starts with the object's name:
     ## Functions   ### amebo.append_event(...)     (overloads share one entry)
+    ## Internal functions (amebo_internal)   ### amebo_internal.record_deliveries
     ## Views       ### amebo.subscription_status
     ## Tables      ### amebo.events                (sequences too)
     ## Settings    ### amebo.max_payload_size
@@ -34,6 +36,7 @@ from checks import Checks  # noqa: E402
 # The section of docs/reference.md that holds each kind of entry.
 SECTIONS = {
     "function": "Functions",
+    "internal function": "Internal functions (amebo_internal)",
     "view": "Views",
     "table": "Tables",
     "setting": "Settings",
@@ -43,14 +46,18 @@ SECTIONS = {
 
 # The extension's member objects, by kind, from pg_depend (deptype 'e').
 MEMBERS_SQL = """
-SELECT CASE WHEN d.classid = 'pg_proc'::regclass THEN 'function'
+SELECT CASE WHEN d.classid = 'pg_proc'::regclass
+                 AND p.pronamespace = 'amebo_internal'::regnamespace THEN 'internal function'
+            WHEN d.classid = 'pg_proc'::regclass THEN 'function'
             WHEN c.relkind = 'v' THEN 'view'
             WHEN c.relkind IN ('r', 'p', 'S') THEN 'table'
+            WHEN d.classid = 'pg_namespace'::regclass THEN 'schema'
             ELSE 'other' END AS kind,
        CASE WHEN d.classid = 'pg_proc'::regclass THEN p.pronamespace::regnamespace::text
                                                       || '.' || p.proname
             WHEN d.classid = 'pg_class'::regclass THEN c.relnamespace::regnamespace::text
                                                        || '.' || c.relname
+            WHEN d.classid = 'pg_namespace'::regclass THEN d.objid::regnamespace::text
             ELSE pg_describe_object(d.classid, d.objid, d.objsubid) END AS name,
        CASE WHEN d.classid = 'pg_proc'::regclass THEN
                 (SELECT array_agg(n ORDER BY i) FROM unnest(p.proargnames, p.proargmodes)
@@ -58,7 +65,8 @@ SELECT CASE WHEN d.classid = 'pg_proc'::regclass THEN 'function'
                  WHERE coalesce(m, 'i') IN ('i', 'b', 'v') AND n <> '')
             WHEN d.classid = 'pg_class'::regclass AND c.relkind <> 'S' THEN
                 (SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute
-                 WHERE attrelid = c.oid AND attnum > 0 AND NOT attisdropped) END AS parts
+                 WHERE attrelid = c.oid AND attnum > 0 AND NOT attisdropped) END AS parts,
+       c.relkind::text AS relkind
 FROM pg_depend d
 LEFT JOIN pg_proc p ON d.classid = 'pg_proc'::regclass AND p.oid = d.objid
 LEFT JOIN pg_class c ON d.classid = 'pg_class'::regclass AND c.oid = d.objid
@@ -70,12 +78,17 @@ SETTINGS_SQL = "SELECT name, vartype, context FROM pg_settings WHERE name LIKE '
 ROLES_SQL = r"SELECT rolname FROM pg_roles WHERE rolname LIKE 'amebo\_%'"
 
 
-# Reads the catalogs: {kind: {name: set of parts (arguments, columns, type and context)}}.
+# Reads the catalogs: {kind: {name: set of parts (arguments, columns, type and context)}},
+# and under "counts" how many members of each kind there are (overloads and sequences apart).
 def catalog_objects(conn):
     objects = {kind: {} for kind in SECTIONS}
     objects["other"] = {}
-    for kind, name, parts in conn.execute(MEMBERS_SQL):
+    objects["schema"] = {}
+    objects["counts"] = {}
+    for kind, name, parts, relkind in conn.execute(MEMBERS_SQL):
         objects[kind].setdefault(name, set()).update(parts or [])
+        counted = "sequence" if relkind == "S" else kind
+        objects["counts"][counted] = objects["counts"].get(counted, 0) + 1
     for name, vartype, context in conn.execute(SETTINGS_SQL):
         objects["setting"][name] = {f"`{vartype}`", f"`{context}`"}
     for (name,) in conn.execute(ROLES_SQL):
@@ -151,15 +164,28 @@ def compare(objects, entries):
 FILE_SUFFIXES = {"cpp", "hpp", "control", "so", "conf", "md", "sql"}
 
 
-# Every amebo.<name> the documents mention that names no function, view, table or setting.
+# Every amebo.<name> or amebo_internal.<name> the documents mention that names no function,
+# view, table or setting.
 def unknown_mentions(objects, documents):
-    known = {name for kind in ("function", "view", "table", "setting") for name in objects[kind]}
+    known = {name for kind in ("function", "internal function", "view", "table", "setting")
+             for name in objects[kind]}
     unknown = []
     for path, text in documents:
-        for name in sorted(set(re.findall(r"(?<![\w/])amebo\.[a-z_0-9]+", text))):
+        for name in sorted(set(re.findall(r"(?<![\w/])amebo(?:_internal)?\.[a-z_0-9]+", text))):
             if name not in known and name.split(".")[1] not in FILE_SUFFIXES:
                 unknown.append(f"{path}: {name}")
     return unknown
+
+
+# The counts the reference's introduction must state: functions in amebo and in
+# amebo_internal, views, tables and sequences.
+def stated_counts(objects):
+    count = objects["counts"]
+    internal = count.get("internal function", 0)
+    return [f"`amebo`: {count.get('function', 0)} functions", f"{count.get('view', 0)} views",
+            f"{count.get('table', 0)} tables and {count.get('sequence', 0)} sequences",
+            f"The {internal} functions only amebo itself calls",
+            f"The {internal} functions of schema `amebo_internal`"]
 
 
 # Removes the first entry of a section from the reference text (the negative control).
@@ -208,10 +234,18 @@ def main():
     unknown = unknown_mentions(objects, documents)
     checks.check(not unknown, f"every amebo.<name> in {len(documents)} documents exists",
                  "\n         ".join(unknown))
+    headings = [line for line in text.splitlines() if line.startswith("## ")]
+    unnamed = [name for name in sorted(objects["schema"])
+               if not any(f"({name})" in heading for heading in headings)]
+    checks.check(not unnamed, "every schema of the extension has a section: '## ... (schema)'",
+                 ", ".join(unnamed))
+    flowing = " ".join(text.split())
+    for stated in stated_counts(objects):
+        checks.check(stated in flowing, f"the reference states how many there are: '{stated}'")
     planted = unknown_mentions(objects, [("planted", "SELECT amebo.no_such_function();")])
     checks.check(planted == ["planted: amebo.no_such_function"],
                  f"negative control: a mention of a missing object is reported ({planted})")
-    for kind in ("function", "setting", "sqlstate"):
+    for kind in ("function", "internal function", "setting", "sqlstate"):
         cut, name = without_first_entry(text, SECTIONS[kind])
         check = f"every {kind} has an entry under '## {SECTIONS[kind]}'"
         missing = compare(objects, reference_entries(cut))[check]

@@ -215,7 +215,7 @@ def check_goes_on(src, dst):
               "the inline projection applied the new stream")
     behind = value(dst, "SELECT count(*) FROM amebo.events WHERE position > "
                    "(SELECT position FROM amebo.projections WHERE name = 'action_counts')")
-    checks.eq(value(dst, "SELECT amebo.run_projection('action_counts')"), behind,
+    checks.eq(value(dst, "SELECT amebo_internal.run_projection('action_counts')"), behind,
               "run_projection applies the new events to the async projection")
     checks.eq(value(dst, "SELECT lag_events FROM amebo.projection_status "
                     "WHERE name = 'action_counts'"), 0, "the async projection has no lag")

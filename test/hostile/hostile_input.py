@@ -141,9 +141,11 @@ BY_TYPE = {
     "amebo.events": "(SELECT e FROM amebo.events e ORDER BY position LIMIT 1)",
 }
 
-# The extension's functions with their argument names, types and defaults.
+# The extension's functions (in both its schemas, amebo and amebo_internal) with their
+# argument names, types and defaults.
 FUNCTIONS_SQL = """
-SELECT p.oid, p.proname, p.oid::regprocedure::text, p.pronargs,
+SELECT p.oid, p.pronamespace::regnamespace::text, p.proname, p.oid::regprocedure::text,
+       p.pronargs,
        coalesce(p.proargnames, ARRAY[]::text[]), p.proargtypes::oid[],
        ARRAY(SELECT coalesce(pg_get_function_arg_default(p.oid, i), '')
              FROM generate_series(1, p.pronargs) i),
@@ -157,11 +159,12 @@ ORDER BY p.proname, p.oid
 
 
 class Function:
-    """One function of the extension: its name, input parameters (name, type) and defaults."""
+    """One function of the extension: its schema and name, input parameters (name, type) and
+    defaults."""
 
     def __init__(self, row):
-        (self.oid, self.name, self.signature, nargs, argnames, _, defaults, types,
-         modes) = row
+        (self.oid, self.schema, self.name, self.signature, nargs, argnames, _, defaults,
+         types, modes) = row
         input_names = [n for n, m in zip(argnames, modes or ["i"] * len(argnames))
                        if m in ("i", "b", "v")] if argnames else []
         self.params = [(input_names[i] if i < len(input_names) else f"${i + 1}", types[i])
@@ -188,7 +191,7 @@ class Function:
     # The SQL statement calling this function with the given argument expressions.
     def call_sql(self, arguments):
         typed = [f"({sql})::{self.params[i][1]}" for i, sql in enumerate(arguments)]
-        return f"SELECT count(*) FROM amebo.{self.name}({', '.join(typed)}) AS r"
+        return f"SELECT count(*) FROM {self.schema}.{self.name}({', '.join(typed)}) AS r"
 
 
 class Call:
@@ -450,7 +453,9 @@ def main():
     if re.search(args.only, "schema_violations"):
         calls += schema_pair_calls()
     pid_before = worker_pid(conn)
-    print(f"{len(functions)} functions of amebo (max_payload_size {limit} bytes), "
+    schemas = ", ".join(f"{sum(f.schema == s for f in functions)} in {s}"
+                        for s in sorted({f.schema for f in functions}))
+    print(f"{len(functions)} functions of amebo ({schemas}; max_payload_size {limit} bytes), "
           f"{len(calls)} calls, statement_timeout {args.timeout:g} s", flush=True)
     runner = Runner()
     outcomes = []

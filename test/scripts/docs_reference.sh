@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The documentation drift test: docs/reference.md must have an entry for every function,
 # view, table and sequence the extension installs (read from the catalogs of a throwaway
-# cluster), every amebo.* setting, every amebo_* role and every SQLSTATE the sources raise,
-# naming each function's arguments and each table's or view's columns; and no entry for
-# anything that no longer exists; and every amebo.<name> that README.md and docs/*.md
-# mention must exist. It also proves it can fail: an entry removed from a copy of the
-# reference, and a planted mention of a missing object, must be reported. See
+# cluster; the functions of amebo_internal apart from amebo's), every amebo.* setting, every
+# amebo_* role and every SQLSTATE the sources raise, naming each function's arguments and
+# each table's or view's columns; no entry for anything that no longer exists; the number of
+# functions of each schema; and every amebo.<name> or amebo_internal.<name> that README.md
+# and docs/*.md mention must exist. It also proves it can fail: an entry removed from a copy
+# of the reference, and a planted mention of a missing object, must be reported. See
 # test/docs/check_reference.py for the anchor convention. Run from the tree root as an
 # unprivileged user:
 #   bash test/scripts/docs_reference.sh

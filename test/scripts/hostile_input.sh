@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Hostile input at the SQL level: every function of the installed extension (enumerated from
-# the catalogs, so new functions are covered) is called with NULLs, wrong types, empty and
-# 1 MB strings, payloads around amebo.max_payload_size, 10,000-deep JSON, pathological JSON
-# Schemas, odd handler URLs, extreme numbers and huge arrays, each call in its own transaction
-# with statement_timeout; then hostile events go through the background worker. Fails on a
-# lost connection, a crash in the server log, XX000, an error without SQLSTATE, a call slower
-# than statement_timeout + 1 s, or an unasked-for statement_timeout cancellation.
+# Hostile input at the SQL level: every function of the installed extension, in schemas amebo
+# and amebo_internal (enumerated from the catalogs, so new functions are covered), is called
+# with NULLs, wrong types, empty and 1 MB strings, payloads around amebo.max_payload_size,
+# 10,000-deep JSON, pathological JSON Schemas, odd handler URLs, extreme numbers and huge
+# arrays, each call in its own transaction with statement_timeout; then hostile events go
+# through the background worker. Fails on a lost connection, a crash in the server log,
+# XX000, an error without SQLSTATE, a call slower than statement_timeout + 1 s, or an
+# unasked-for statement_timeout cancellation.
 # See test/hostile/hostile_input.py. Run from the tree root as an unprivileged user:
 #   bash test/scripts/hostile_input.sh
 # Environment:

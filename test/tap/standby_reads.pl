@@ -185,7 +185,7 @@ for my $write (
 		'create_subscription' ],
 	[ q{SELECT amebo.pause_subscription('shop', 'orders')}, 'pause_subscription' ],
 	[ q{SELECT amebo.rebuild_projection('order_totals')}, 'rebuild_projection' ],
-	[ q{SELECT amebo.run_projection('action_counts')}, 'run_projection' ])
+	[ q{SELECT amebo_internal.run_projection('action_counts')}, 'run_projection' ])
 {
 	refused_on_standby($standby, @$write);
 }

@@ -795,7 +795,7 @@ Subscription AnySubscription(int64_t id) {
 
 // An ordered subscription's message that is held (stored after the hold time, its next event
 // stored behind it) and then fails before the records are taken must still be stored first:
-// amebo.record_deliveries inserts the rows by seq, and the rows' order is the order in which
+// amebo_internal.record_deliveries inserts the rows by seq, and the rows' order is the order in which
 // the stored messages are sent again. (The soak test saw a stream's version 290 sent after
 // 291 on a stalled worker.)
 void TestOrderedHeldThenFailed() {
@@ -837,7 +837,7 @@ void TestSubscriptionStates() {
     CHECK(ParseSubscriptionState("") == SubscriptionState::kPaused);
 }
 
-// A message key's text is what amebo.due_deliveries() takes; keys order by subscription first.
+// A message key's text is what amebo_internal.due_deliveries() takes; keys order by subscription first.
 void TestMessageKey() {
     MessageKey key{12, "msg_abc"};
     CHECK_EQ(key.Text(), std::string("12 msg_abc"));

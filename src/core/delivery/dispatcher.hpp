@@ -116,8 +116,8 @@ class Dispatcher {
     // True when outcomes wait to be written down.
     bool HasRecords() const { return log_.HasRecords() || !settling_.empty(); }
 
-    // The outcomes as a JSON object for amebo.record_deliveries() (see OutcomeLog::Take());
-    // moves them to "being recorded".
+    // The outcomes as a JSON object for amebo_internal.record_deliveries() (see
+    // OutcomeLog::Take()); moves them to "being recorded".
     std::string TakeRecords();
 
     // The last TakeRecords() batch is durable: its messages count as handled.

@@ -13,8 +13,8 @@ struct MessageKey {
     int64_t subscription_id = 0;
     std::string webhook_id;
 
-    // The key as amebo.due_deliveries() and amebo.next_due_at() take it to skip a message:
-    // "subscription_id webhook_id".
+    // The key as amebo_internal.due_deliveries() and amebo_internal.next_due_at() take it to skip a
+    // message: "subscription_id webhook_id".
     std::string Text() const { return std::to_string(subscription_id) + " " + webhook_id; }
 
     // Keys in order of subscription, then webhook id.

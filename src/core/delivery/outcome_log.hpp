@@ -1,5 +1,5 @@
-// What the dispatcher writes down about its messages until amebo.record_deliveries() commits
-// it: each attempt to log, each store or delete of a message in amebo.deliveries, and the
+// What the dispatcher writes down about its messages until amebo_internal.record_deliveries()
+// commits it: each attempt to log, each store or delete of a message in amebo.deliveries, and the
 // subscriptions a 410 Gone disables. Pure C++.
 #pragma once
 
@@ -48,7 +48,7 @@ class OutcomeLog {
     // True when records wait to be taken.
     bool HasRecords() const { return !records_.empty(); }
 
-    // The records as a JSON object for amebo.record_deliveries() ({"log": attempts,
+    // The records as a JSON object for amebo_internal.record_deliveries() ({"log": attempts,
     // "operations": the last store or delete per message, "disable": subscription ids,
     // "subscriptions": every id touched}); their keys move to "being recorded".
     std::string Take();
