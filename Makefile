@@ -2,11 +2,13 @@
 # binary; runs on its own temporary cluster).  The full test run: test/run-all.sh.
 EXTENSION = amebo
 MODULE_big = amebo
-# sql/amebo.sql is the whole current version, copied to the install script of default_version
-# (amebo.control); a database on an older version updates through the delta scripts.
-DATA = sql/amebo--1.0.sql sql/amebo--1.0--1.1.sql sql/amebo--1.1--1.2.sql sql/amebo--1.2--1.3.sql \
-	sql/amebo--1.3--1.4.sql sql/amebo--1.4--1.5.sql
-DATA_built = sql/amebo--1.5.sql
+# The extension's version: default_version in amebo.control, the one place it is written.
+AMEBO_VERSION := $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" \
+	$(dir $(lastword $(MAKEFILE_LIST)))amebo.control)
+# sql/amebo.sql is the whole current version, copied to the install script of AMEBO_VERSION;
+# a database on an older version updates through the delta scripts (1.0, then 1.0--1.1 ...).
+DATA = sql/amebo--1.0.sql $(wildcard sql/amebo--*--*.sql)
+DATA_built = sql/amebo--$(AMEBO_VERSION).sql
 PG_CONFIG ?= pg_config
 
 # Pure C++ modules: compiled without PostgreSQL's include path, so they cannot include it.
@@ -17,9 +19,7 @@ PURE_OBJS = $(PURE_SRCS:.cpp=.o)
 OBJS = $(PG_SRCS:.cpp=.o) $(PURE_OBJS)
 AMEBO_HEADERS = $(wildcard src/*.hpp src/*/*.hpp src/*/*/*.hpp)
 
-# The extension's version, from amebo.control (the HTTP client's User-Agent names it);
-# expanded where PGXS reads PG_CPPFLAGS, once srcdir is set.
-AMEBO_VERSION = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(srcdir)/amebo.control)
+# The HTTP client's User-Agent names the version.
 PG_CPPFLAGS = -I$(srcdir)/src -DAMEBO_VERSION='"$(AMEBO_VERSION)"'
 PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Wno-register -Wno-unused-parameter \
 	-Wno-missing-field-initializers -fno-omit-frame-pointer $(AMEBO_WERROR) $(AMEBO_SANITIZE)
@@ -39,7 +39,7 @@ override with_llvm = no
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-sql/amebo--1.5.sql: sql/amebo.sql
+$(DATA_built): sql/amebo.sql
 	cp $< $@
 
 # valijson's headers, unpacked from Debian's package by test/lib/setup-machine.sh.
