@@ -215,6 +215,35 @@ SELECT regress.outcome($$SELECT amebo.create_projection('seen-too', 'privy_handl
 SELECT regress.outcome($$SELECT amebo.rebuild_projection('seen')$$);
 RESET ROLE;
 GRANT EXECUTE ON FUNCTION privy_handler(amebo.events), privy_reducer(jsonb, amebo.events) TO PUBLIC;
+-- An append remembers the handler's EXECUTE verdict for the role that appends, until
+-- privileges change: another role is checked again (here the writer after the superuser), and
+-- so is the same role once a grant or a membership it held is revoked.
+REVOKE EXECUTE ON FUNCTION privy_handler(amebo.events) FROM PUBLIC;
+CREATE ROLE amebo_regress_runners;
+GRANT EXECUTE ON FUNCTION privy_handler(amebo.events) TO amebo_regress_runners;
+SELECT regress.outcome($$SELECT amebo.append_event('privy-2', 'privy.done', '{"n": 7}')$$);
+SET ROLE amebo_regress_writer;
+SELECT regress.outcome($$SELECT amebo.append_event('privy-2', 'privy.done', '{"n": 8}')$$);
+RESET ROLE;
+GRANT amebo_regress_runners TO amebo_regress_writer;
+SET ROLE amebo_regress_writer;
+SELECT regress.outcome($$SELECT amebo.append_event('privy-2', 'privy.done', '{"n": 9}')$$);
+RESET ROLE;
+REVOKE amebo_regress_runners FROM amebo_regress_writer;
+SET ROLE amebo_regress_writer;
+SELECT regress.outcome($$SELECT amebo.append_event('privy-2', 'privy.done', '{"n": 10}')$$);
+RESET ROLE;
+GRANT EXECUTE ON FUNCTION privy_handler(amebo.events) TO amebo_regress_writer;
+SET ROLE amebo_regress_writer;
+SELECT regress.outcome($$SELECT amebo.append_event('privy-2', 'privy.done', '{"n": 11}')$$);
+RESET ROLE;
+REVOKE EXECUTE ON FUNCTION privy_handler(amebo.events) FROM amebo_regress_writer;
+SET ROLE amebo_regress_writer;
+SELECT regress.outcome($$SELECT amebo.append_event('privy-2', 'privy.done', '{"n": 12}')$$);
+RESET ROLE;
+GRANT EXECUTE ON FUNCTION privy_handler(amebo.events) TO PUBLIC;
+REVOKE EXECUTE ON FUNCTION privy_handler(amebo.events) FROM amebo_regress_runners;
+DROP ROLE amebo_regress_runners;
 
 -- A hostile search_path: an admin's own "=" for text, first on the path, records who runs it.
 -- It runs for the admin's own query, never inside amebo's functions (which would run it as

@@ -152,9 +152,10 @@ int64 AppendAndProject(text *stream, const NewEvent *events, int count, bool has
     store::Appended appended = store::AppendBatch(stream, events, count, has_expected, expected,
                                                   state::HaveInlineProjections);
     if (appended.rows != nullptr) {
-        // Let the handlers' queries see the new events.
+        // Let the handlers see the new events. A handler's read-write SPI query would advance
+        // the command counter itself, but not a C handler that takes a snapshot on its own.
         CommandCounterIncrement();
-        state::DispatchInline(appended.rows, count);
+        state::DispatchInline(events, appended.rows, count);
     }
     return appended.version;
 }

@@ -10,7 +10,6 @@
 #include "pg/owner_access.hpp"
 #include "pg/text_view.hpp"
 #include "state/spi_rows.hpp"
-#include "store/event_table.hpp"
 
 extern "C" {
 #include "catalog/pg_proc.h"
@@ -27,14 +26,23 @@ struct InlineProjection {
     std::string name;
     FmgrInfo handler;
     std::vector<std::string> actions; // empty: every action
+    // The last role found allowed to execute handler, while g_privileges_generation is still
+    // allowed_generation (a verdict, not part of the projection: hence mutable).
+    mutable Oid allowed_role = InvalidOid;
+    mutable uint64 allowed_generation = 0;
 };
 
-// Replaced, never modified, on reload: a dispatch holds its own reference, so a handler that
-// appends (and so may reload the cache) cannot free the list being dispatched.
+// Replaced, never modified (but for the verdicts above), on reload: a dispatch holds its own
+// reference, so a handler that appends (and so may reload the cache) cannot free the list
+// being dispatched.
 std::shared_ptr<const std::vector<InlineProjection>> g_projections =
     std::make_shared<const std::vector<InlineProjection>>();
 bool g_loaded = false;
 Oid g_projections_relid = InvalidOid;
+
+// Advanced whenever a function, a role or a role membership changes (GRANT and REVOKE
+// included), which voids every remembered EXECUTE verdict. Starts above the verdicts' 0.
+uint64 g_privileges_generation = 1;
 
 // The inline projections as amebo.projections lists them (none before extension 1.2).
 struct ProjectionRow {
@@ -129,12 +137,38 @@ void OnRelcacheInvalidation(Datum, Oid relid) {
         g_loaded = false;
 }
 
-// The action of an event given as a composite datum.
-std::string_view EventAction(Datum event) {
-    HeapTupleHeader header = DatumGetHeapTupleHeader(event);
-    bool isnull;
-    Datum action = GetAttributeByNum(header, store::kAction, &isnull);
-    return pg::TextView(DatumGetTextPP(action));
+// Forgets the EXECUTE verdicts when pg_proc, pg_authid or pg_auth_members changes.
+void OnPrivilegeInvalidation(Datum, int, uint32) {
+    g_privileges_generation++;
+}
+
+// Raises 42501 unless the current role may execute the projection's handler. The verdict is
+// remembered per role, as pg_proc_aclcheck depends only on the role and those catalogs.
+void RequireExecuteNow(const InlineProjection &projection) {
+    Oid role = GetUserId();
+    uint64 generation = g_privileges_generation;
+    if (projection.allowed_role == role && projection.allowed_generation == generation)
+        return;
+    // The generation read before the check: an invalidation taken during it voids the verdict.
+    pg::RequireExecute(projection.handler.fn_oid, role);
+    projection.allowed_role = role;
+    projection.allowed_generation = generation;
+}
+
+// Calls each projection that wants each event, in order (PostgreSQL side: the caller holds
+// the list). Handlers run as the appending role, as triggers run as the role that fires
+// them, which must be allowed to execute them (fmgr checks nothing).
+void CallProjections(const std::vector<InlineProjection> &projections,
+                     const store::NewEvent *events, const Datum *rows, int count) {
+    for (int i = 0; i < count; i++) {
+        std::string_view action = pg::TextView(events[i].action);
+        for (const InlineProjection &projection : projections) {
+            if (!Wants(projection, action))
+                continue;
+            RequireExecuteNow(projection);
+            CallHandler(const_cast<FmgrInfo *>(&projection.handler), rows[i]);
+        }
+    }
 }
 
 } // namespace
@@ -152,32 +186,16 @@ bool HaveInlineProjections() {
     return !g_projections->empty();
 }
 
-void DispatchInline(const Datum *events, int count) {
-    EnsureLoaded();
+void DispatchInline(const store::NewEvent *events, const Datum *rows, int count) {
     std::shared_ptr<const std::vector<InlineProjection>> projections = g_projections;
-    // Handlers run as the appending role (as triggers run as the role that fires them), which
-    // must be allowed to execute them (fmgr checks nothing): checked once per dispatch.
-    Oid appender = GetUserId();
-    std::vector<bool> allowed(projections->size(), false);
-    for (int i = 0; i < count; i++) {
-        Datum event = events[i];
-        std::string_view action = pg::Call([&] { return EventAction(event); });
-        for (size_t p = 0; p < projections->size(); p++) {
-            const InlineProjection &projection = (*projections)[p];
-            if (!Wants(projection, action))
-                continue;
-            FmgrInfo *handler = const_cast<FmgrInfo *>(&projection.handler);
-            if (!allowed[p]) {
-                pg::Call([&] { pg::RequireExecute(handler->fn_oid, appender); });
-                allowed[p] = true;
-            }
-            pg::Call([&] { CallHandler(handler, event); });
-        }
-    }
+    pg::Call([&] { CallProjections(*projections, events, rows, count); });
 }
 
 void InitInlineProjections() {
     CacheRegisterRelcacheCallback(OnRelcacheInvalidation, (Datum)0);
+    CacheRegisterSyscacheCallback(PROCOID, OnPrivilegeInvalidation, (Datum)0);
+    CacheRegisterSyscacheCallback(AUTHOID, OnPrivilegeInvalidation, (Datum)0);
+    CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, OnPrivilegeInvalidation, (Datum)0);
 }
 
 } // namespace amebo::state
