@@ -2,8 +2,11 @@
 # binary; runs on its own temporary cluster).  The full test run: test/run-all.sh.
 EXTENSION = amebo
 MODULE_big = amebo
+# sql/amebo.sql is the whole current version, copied to the install script of default_version
+# (amebo.control); a database on an older version updates through the delta scripts.
 DATA = sql/amebo--1.0.sql sql/amebo--1.0--1.1.sql sql/amebo--1.1--1.2.sql sql/amebo--1.2--1.3.sql \
-	sql/amebo--1.3--1.4.sql
+	sql/amebo--1.3--1.4.sql sql/amebo--1.4--1.5.sql
+DATA_built = sql/amebo--1.5.sql
 PG_CONFIG ?= pg_config
 
 # Pure C++ modules: compiled without PostgreSQL's include path, so they cannot include it.
@@ -32,6 +35,9 @@ override with_llvm = no
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+sql/amebo--1.5.sql: sql/amebo.sql
+	cp $< $@
 
 # valijson's headers, unpacked from Debian's package by test/lib/setup-machine.sh.
 VALIJSON_INCLUDE = $(srcdir)/.deps/valijson/usr/include
