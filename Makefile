@@ -12,7 +12,7 @@ PG_CONFIG ?= pg_config
 # Pure C++ modules: compiled without PostgreSQL's include path, so they cannot include it.
 PURE_SRCS = $(wildcard src/core/*.cpp src/core/*/*.cpp)
 PG_SRCS = $(wildcard src/*.cpp src/pg/*.cpp src/store/*.cpp src/registry/*.cpp src/state/*.cpp \
-	src/delivery/*.cpp src/api/*.cpp src/worker/*.cpp)
+	src/delivery/*.cpp src/consumers/*.cpp src/api/*.cpp src/worker/*.cpp)
 PURE_OBJS = $(PURE_SRCS:.cpp=.o)
 OBJS = $(PG_SRCS:.cpp=.o) $(PURE_OBJS)
 AMEBO_HEADERS = $(wildcard src/*.hpp src/*/*.hpp src/*/*/*.hpp)
