@@ -691,20 +691,21 @@ $$;
 COMMENT ON FUNCTION amebo.pause_consumer(text) IS 'stops a consumer''s polls from handing out events';
 GRANT EXECUTE ON FUNCTION amebo.pause_consumer(text) TO amebo_admin;
 
--- Hands out events again after pause_consumer.
+-- Hands out events again after pause_consumer (and wakes its members' LISTEN).
 CREATE FUNCTION amebo.resume_consumer(name text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     c amebo.consumers := amebo_internal.lock_consumer(name);
 BEGIN
     UPDATE amebo.consumers x SET state = 'active', updated_at = now() WHERE x.name = c.name;
+    PERFORM pg_notify('amebo_consumer', c.name);
 END
 $$;
 COMMENT ON FUNCTION amebo.resume_consumer(text) IS 'lets a paused consumer''s polls hand out events';
 GRANT EXECUTE ON FUNCTION amebo.resume_consumer(text) TO amebo_admin;
 
 -- Moves every member's cursor to after_position; drops the events leased, waiting for a
--- retry or held (parked ones stay). Returns the position.
+-- retry or held (parked ones stay); wakes the members' LISTEN. Returns the position.
 CREATE FUNCTION amebo.reset_consumer(name text, after_position bigint) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -716,6 +717,7 @@ BEGIN
     -- Waits for running polls of every member.
     UPDATE amebo.consumer_members m SET position = after_position WHERE m.consumer = c.name;
     DELETE FROM amebo.consumer_events e WHERE e.consumer = c.name AND e.state <> 'parked';
+    PERFORM pg_notify('amebo_consumer', c.name);
     RETURN after_position;
 END
 $$;
@@ -885,7 +887,7 @@ BEGIN
         SELECT id INTO missing FROM unnest(event_ids) id
         WHERE NOT EXISTS (SELECT 1 FROM amebo.consumer_events x
                           WHERE x.consumer = c.name AND x.member = ack.member
-                            AND x.event_id = id)
+                            AND x.event_id = id AND x.state = 'leased')
         LIMIT 1;
         RAISE EXCEPTION 'event % is not leased to member % of consumer "%"', missing, member,
             c.name USING ERRCODE = 'AM009',
@@ -939,7 +941,8 @@ COMMENT ON FUNCTION amebo.nack(text, integer, uuid, interval) IS
 GRANT EXECUTE ON FUNCTION amebo.nack(text, integer, uuid, interval) TO amebo_writer;
 
 -- Sends a consumer's parked events out again (each with a fresh count of attempts, in
--- position order with the events of its member); returns how many.
+-- position order with the events of its member) and wakes its members' LISTEN; returns how
+-- many.
 CREATE FUNCTION amebo.replay_parked(consumer text) RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -950,6 +953,7 @@ BEGIN
     SET state = 'retry', attempt = 0, due_at = clock_timestamp(), updated_at = clock_timestamp()
     WHERE x.consumer = c.name AND x.state = 'parked';
     GET DIAGNOSTICS replayed = ROW_COUNT;
+    PERFORM pg_notify('amebo_consumer', c.name);
     RETURN replayed;
 END
 $$;
