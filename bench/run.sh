@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks amebo's append path against a plain INSERT (the physical limit) and a PL/pgSQL
 # event store (bench/baselines.sql), and the cost of JSON Schema validation on append
-# (bench/validation.py), on a throwaway cluster, then webhook delivery (bench/webhooks.sh,
+# (bench/validation.py) and pull consumers (bench/consumers.py), on a throwaway cluster,
+# then webhook delivery (bench/webhooks.sh,
 # on a cluster of its own); writes bench/RESULTS.md and prints it. As the tests and the
 # demonstration do (test/lib/prepare.sh), it installs missing packages, builds and installs
 # amebo, and runs as an unprivileged user, so it works as root or as a user who may sudo.
@@ -11,6 +12,7 @@
 #   BENCH_ROUNDS, BENCH_PGBENCH_ROUNDS, BENCH_PGBENCH_SECONDS, BENCH_CONTENTION_ROUNDS,
 #   BENCH_CONTENTION_SECONDS, BENCH_EVENTS, BENCH_PARTS (e.g. "1,3"): see bench/bench.py.
 #   BENCH_WEBHOOKS=0   skip the webhook delivery benchmark (BENCH_WEBHOOK_*: bench/webhooks.py)
+#   BENCH_CONSUMERS=0  skip the pull consumer benchmark (BENCH_CONSUMER_*: bench/consumers.py)
 # Exits 0 whether the targets are met or not (PASS/MISS is in the report); non-zero only when
 # the benchmark could not run. Leaves nothing running.
 # shellcheck source-path=SCRIPTDIR/..
@@ -49,6 +51,10 @@ run_benchmarks() {
     "$python" bench/bench.py --host "$dir" --port "$port" --out "$out" --logdir "$dir/pgbench"
     # Validation on append (JSON Schema): appends its section to the same report.
     "$python" bench/validation.py --host "$dir" --port "$port" --out "$out"
+    # Pull consumers against read_all, LISTEN latency, a caught-up poll: its own section.
+    if [ "${BENCH_CONSUMERS:-1}" != 0 ]; then
+        "$python" bench/consumers.py --host "$dir" --port "$port" --out "$out"
+    fi
     if [ "${BENCH_WEBHOOKS:-1}" != 0 ]; then
         # Webhook delivery, on a cluster of its own (wal_level = logical); this one stops
         # first so that it does not share the CPUs.

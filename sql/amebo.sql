@@ -2027,10 +2027,18 @@ BEGIN
     IF c.state = 'paused' THEN
         RETURN;
     END IF;
+    settled := amebo.settled_position();
+    -- A member caught up with nothing in flight: nothing to lock or write.
+    SELECT m.position INTO cursor_at FROM amebo.consumer_members m
+    WHERE m.consumer = c.name AND m.member = poll.member;
+    IF cursor_at >= settled AND NOT EXISTS (
+        SELECT 1 FROM amebo.consumer_events x
+        WHERE x.consumer = c.name AND x.member = poll.member AND x.state <> 'parked') THEN
+        RETURN;
+    END IF;
     -- Polls of one member take turns.
     SELECT m.position INTO cursor_at FROM amebo.consumer_members m
     WHERE m.consumer = c.name AND m.member = poll.member FOR UPDATE;
-    settled := amebo.settled_position();
 
     -- An expired lease counts as a failed attempt: past max_retries the event is parked.
     UPDATE amebo.consumer_events x SET state = 'parked', due_at = NULL, updated_at = now_at
@@ -2042,7 +2050,7 @@ BEGIN
 
     -- In-flight events that are due, of streams that are not blocked, in position order.
     RETURN QUERY
-    WITH due AS (
+    WITH due AS MATERIALIZED (
         SELECT x.event_id FROM amebo.consumer_events x
         WHERE x.consumer = c.name AND x.member = poll.member AND x.state <> 'parked'
           AND x.stream <> ALL (blocked)
@@ -2066,28 +2074,26 @@ BEGIN
 
     -- New events after the cursor: leased, or held when their stream is blocked.
     FOR e IN
-        WITH fresh AS (
-            SELECT ev.* FROM amebo.events ev
+        WITH fresh AS MATERIALIZED (
+            SELECT ev.*, ev.stream = ANY (blocked) AS held FROM amebo.events ev
             WHERE ev.position > cursor_at AND ev.position <= settled
               AND (c.actions IS NULL OR ev.action = ANY (c.actions))
               AND (c.members = 1 OR amebo.consumer_member(ev.stream, c.members) = poll.member)
             ORDER BY ev.position LIMIT max_count - taken
         ), recorded AS (
-            INSERT INTO amebo.consumer_events AS x (consumer, member, event_id, position, stream,
-                                                    state, attempt, due_at, updated_at)
+            INSERT INTO amebo.consumer_events (consumer, member, event_id, position, stream,
+                                               state, attempt, due_at, updated_at)
             SELECT c.name, poll.member, f.event_id, f.position, f.stream,
-                   CASE WHEN f.stream = ANY (blocked) THEN 'held' ELSE 'leased' END,
-                   CASE WHEN f.stream = ANY (blocked) THEN 0 ELSE 1 END,
-                   CASE WHEN f.stream = ANY (blocked) THEN NULL ELSE now_at + lease END, now_at
+                   CASE WHEN f.held THEN 'held' ELSE 'leased' END,
+                   CASE WHEN f.held THEN 0 ELSE 1 END,
+                   CASE WHEN f.held THEN NULL ELSE now_at + lease END, now_at
             FROM fresh f
-            RETURNING x.position, x.state, x.attempt
         )
-        SELECT f.*, r.state AS in_flight, r.attempt AS attempt_number
-        FROM fresh f JOIN recorded r ON r.position = f.position ORDER BY f.position
+        SELECT * FROM fresh f ORDER BY f.position
     LOOP
         scanned := scanned + 1;
         last_scanned := e.position;
-        CONTINUE WHEN e.in_flight = 'held';
+        CONTINUE WHEN e.held;
         "position" := e.position;
         event_id := e.event_id;
         stream := e.stream;
@@ -2097,7 +2103,7 @@ BEGIN
         metadata := e.metadata;
         recorded_at := e.recorded_at;
         schema_version := e.schema_version;
-        attempt := e.attempt_number;
+        attempt := 1;
         RETURN NEXT;
     END LOOP;
     -- A short scan read every event of the share up to the settled position.
