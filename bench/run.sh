@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Benchmarks amebo's append path against a plain INSERT (the physical limit) and a PL/pgSQL
-# event store (bench/baselines.sql), and the cost of JSON Schema validation on append
+# event store (bench/baselines.sql), the cost of JSON Schema validation on append
 # (bench/validation.py) and pull consumers (bench/consumers.py), on a throwaway cluster,
-# then webhook delivery (bench/webhooks.sh,
-# on a cluster of its own); writes bench/RESULTS.md and prints it. As the tests and the
+# then webhook delivery (bench/webhooks.sh, on a cluster of its own); writes
+# bench/RESULTS.md and prints it. As the tests and the
 # demonstration do (test/lib/prepare.sh), it installs missing packages, builds and installs
 # amebo, and runs as an unprivileged user, so it works as root or as a user who may sudo.
 # Usage: bash bench/run.sh (or make bench); about 13 minutes (6 without webhooks).
