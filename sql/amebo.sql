@@ -1742,11 +1742,15 @@ CREATE TRIGGER consumers_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON
     FOR EACH STATEMENT EXECUTE FUNCTION amebo_internal.registry_changed();
 
 -- Each member's cursor: every event of its share at or below position has been handed out
--- (or recorded as held behind an earlier event of its stream).
+-- (or recorded as held behind an earlier event of its stream). Every event of the member in
+-- flight and not parked lies after in_flight_after, where the poll's scans of its in-flight
+-- events start: acknowledged events leave dead index entries behind until VACUUM, and the
+-- scans step over them only once.
 CREATE TABLE amebo.consumer_members (
-    consumer text   NOT NULL,
-    member   integer NOT NULL,
-    position bigint NOT NULL DEFAULT 0,
+    consumer        text    NOT NULL,
+    member          integer NOT NULL,
+    position        bigint  NOT NULL DEFAULT 0,
+    in_flight_after bigint  NOT NULL DEFAULT 0,
     CONSTRAINT consumer_members_pkey PRIMARY KEY (consumer, member),
     CONSTRAINT consumer_members_consumer_fkey FOREIGN KEY (consumer)
         REFERENCES amebo.consumers (name) ON DELETE CASCADE
@@ -1769,7 +1773,7 @@ CREATE TABLE amebo.consumer_events (
     attempt    integer     NOT NULL,
     due_at     timestamptz,
     updated_at timestamptz NOT NULL,
-    CONSTRAINT consumer_events_pkey PRIMARY KEY (consumer, member, event_id),
+    CONSTRAINT consumer_events_pkey PRIMARY KEY (consumer, member, position),
     CONSTRAINT consumer_events_state_check CHECK (state IN ('leased', 'retry', 'parked', 'held'))
 );
 COMMENT ON TABLE amebo.consumer_events IS
@@ -1896,8 +1900,8 @@ BEGIN
         END IF;
         SELECT min(m.position) INTO start FROM amebo.consumer_members m WHERE m.consumer = c.name;
         DELETE FROM amebo.consumer_members m WHERE m.consumer = c.name;
-        INSERT INTO amebo.consumer_members (consumer, member, position)
-        SELECT c.name, m, start FROM generate_series(0, alter_consumer.members - 1) m;
+        INSERT INTO amebo.consumer_members (consumer, member, position, in_flight_after)
+        SELECT c.name, m, start, start FROM generate_series(0, alter_consumer.members - 1) m;
         UPDATE amebo.consumer_events e
         SET member = amebo.consumer_member(e.stream, alter_consumer.members)
         WHERE e.consumer = c.name;
@@ -1961,7 +1965,8 @@ BEGIN
         RAISE EXCEPTION 'after_position must be a position (0 or more)' USING ERRCODE = '22023';
     END IF;
     -- Waits for running polls of every member.
-    UPDATE amebo.consumer_members m SET position = after_position WHERE m.consumer = c.name;
+    UPDATE amebo.consumer_members m SET position = after_position, in_flight_after = after_position
+    WHERE m.consumer = c.name;
     DELETE FROM amebo.consumer_events e WHERE e.consumer = c.name AND e.state <> 'parked';
     PERFORM pg_notify('amebo_consumer', c.name);
     RETURN after_position;
@@ -2004,6 +2009,7 @@ DECLARE
     c amebo.consumers := amebo_internal.consumer_of_member(poll.consumer, poll.member);
     now_at timestamptz := clock_timestamp();
     cursor_at bigint;
+    flight_after bigint;
     settled bigint;
     blocked text[];
     taken integer := 0;
@@ -2029,37 +2035,39 @@ BEGIN
     END IF;
     settled := amebo.settled_position();
     -- A member caught up with nothing in flight: nothing to lock or write.
-    SELECT m.position INTO cursor_at FROM amebo.consumer_members m
+    SELECT m.position, m.in_flight_after INTO cursor_at, flight_after FROM amebo.consumer_members m
     WHERE m.consumer = c.name AND m.member = poll.member;
     IF cursor_at >= settled AND NOT EXISTS (
         SELECT 1 FROM amebo.consumer_events x
-        WHERE x.consumer = c.name AND x.member = poll.member AND x.state <> 'parked') THEN
+        WHERE x.consumer = c.name AND x.member = poll.member AND x.position > flight_after
+          AND x.state <> 'parked') THEN
         RETURN;
     END IF;
     -- Polls of one member take turns.
-    SELECT m.position INTO cursor_at FROM amebo.consumer_members m
+    SELECT m.position, m.in_flight_after INTO cursor_at, flight_after
+    FROM amebo.consumer_members m
     WHERE m.consumer = c.name AND m.member = poll.member FOR UPDATE;
 
     -- An expired lease counts as a failed attempt: past max_retries the event is parked.
     UPDATE amebo.consumer_events x SET state = 'parked', due_at = NULL, updated_at = now_at
-    WHERE x.consumer = c.name AND x.member = poll.member AND x.state = 'leased'
-      AND x.due_at <= now_at AND x.attempt > c.max_retries;
+    WHERE x.consumer = c.name AND x.member = poll.member AND x.position > flight_after
+      AND x.state = 'leased' AND x.due_at <= now_at AND x.attempt > c.max_retries;
     SELECT coalesce(array_agg(DISTINCT x.stream), '{}') INTO blocked FROM amebo.consumer_events x
-    WHERE x.consumer = c.name AND x.member = poll.member AND x.state IN ('leased', 'retry')
-      AND x.due_at > now_at;
+    WHERE x.consumer = c.name AND x.member = poll.member AND x.position > flight_after
+      AND x.state IN ('leased', 'retry') AND x.due_at > now_at;
 
     -- In-flight events that are due, of streams that are not blocked, in position order.
     RETURN QUERY
     WITH due AS MATERIALIZED (
-        SELECT x.event_id FROM amebo.consumer_events x
-        WHERE x.consumer = c.name AND x.member = poll.member AND x.state <> 'parked'
-          AND x.stream <> ALL (blocked)
+        SELECT x.position FROM amebo.consumer_events x
+        WHERE x.consumer = c.name AND x.member = poll.member AND x.position > flight_after
+          AND x.state <> 'parked' AND x.stream <> ALL (blocked)
         ORDER BY x.position LIMIT max_count
     ), leased AS (
         UPDATE amebo.consumer_events x
         SET state = 'leased', attempt = x.attempt + 1, due_at = now_at + lease, updated_at = now_at
         FROM due
-        WHERE x.consumer = c.name AND x.member = poll.member AND x.event_id = due.event_id
+        WHERE x.consumer = c.name AND x.member = poll.member AND x.position = due.position
           AND (x.state = 'held' OR x.due_at <= now_at)
         RETURNING x.position, x.attempt
     )
@@ -2068,15 +2076,12 @@ BEGIN
     FROM leased JOIN amebo.events ev ON ev.position = leased.position
     ORDER BY ev.position;
     GET DIAGNOSTICS taken = ROW_COUNT;
-    IF taken >= max_count OR cursor_at >= settled THEN
-        RETURN;
-    END IF;
 
     -- New events after the cursor: leased, or held when their stream is blocked.
     FOR e IN
         WITH fresh AS MATERIALIZED (
             SELECT ev.*, ev.stream = ANY (blocked) AS held FROM amebo.events ev
-            WHERE ev.position > cursor_at AND ev.position <= settled
+            WHERE taken < max_count AND ev.position > cursor_at AND ev.position <= settled
               AND (c.actions IS NULL OR ev.action = ANY (c.actions))
               AND (c.members = 1 OR amebo.consumer_member(ev.stream, c.members) = poll.member)
             ORDER BY ev.position LIMIT max_count - taken
@@ -2107,9 +2112,18 @@ BEGIN
         RETURN NEXT;
     END LOOP;
     -- A short scan read every event of the share up to the settled position.
-    UPDATE amebo.consumer_members m
-    SET position = CASE WHEN scanned < max_count - taken THEN settled ELSE last_scanned END
-    WHERE m.consumer = c.name AND m.member = poll.member;
+    IF taken < max_count THEN
+        cursor_at := CASE WHEN scanned < max_count - taken THEN greatest(cursor_at, settled)
+                          ELSE last_scanned END;
+    END IF;
+    -- The next scans start at the member's first event in flight (not parked).
+    flight_after := coalesce((SELECT x.position - 1 FROM amebo.consumer_events x
+                              WHERE x.consumer = c.name AND x.member = poll.member
+                                AND x.position > flight_after AND x.state <> 'parked'
+                              ORDER BY x.position LIMIT 1), cursor_at);
+    UPDATE amebo.consumer_members m SET position = cursor_at, in_flight_after = flight_after
+    WHERE m.consumer = c.name AND m.member = poll.member
+      AND (m.position, m.in_flight_after) IS DISTINCT FROM (cursor_at, flight_after);
 END
 $$;
 COMMENT ON FUNCTION amebo.poll(text, integer, integer, interval) IS
@@ -2131,15 +2145,16 @@ BEGIN
         RAISE EXCEPTION 'event_ids must not be NULL or contain NULL' USING ERRCODE = '22004';
     END IF;
     SELECT count(DISTINCT id) INTO wanted FROM unnest(event_ids) id;
-    DELETE FROM amebo.consumer_events x
-    WHERE x.consumer = c.name AND x.member = ack.member AND x.event_id = ANY (event_ids)
-      AND x.state = 'leased';
+    DELETE FROM amebo.consumer_events x USING amebo.events e
+    WHERE e.event_id = ANY (event_ids) AND x.consumer = c.name AND x.member = ack.member
+      AND x.position = e.position AND x.state = 'leased';
     GET DIAGNOSTICS acked = ROW_COUNT;
     IF acked < wanted THEN
         SELECT id INTO missing FROM unnest(event_ids) id
         WHERE NOT EXISTS (SELECT 1 FROM amebo.consumer_events x
+                          JOIN amebo.events e ON e.position = x.position
                           WHERE x.consumer = c.name AND x.member = ack.member
-                            AND x.event_id = id AND x.state = 'leased')
+                            AND e.event_id = id AND x.state = 'leased')
         LIMIT 1;
         RAISE EXCEPTION 'event % is not leased to member % of consumer "%"', missing, member,
             c.name USING ERRCODE = 'AM009',
@@ -2177,7 +2192,8 @@ BEGIN
         due_at = CASE WHEN x.attempt > c.max_retries THEN NULL
                       ELSE clock_timestamp() + coalesce(retry_after, interval '0') END,
         updated_at = clock_timestamp()
-    WHERE x.consumer = c.name AND x.member = nack.member AND x.event_id = nack.event_id
+    WHERE x.consumer = c.name AND x.member = nack.member
+      AND x.position = (SELECT e.position FROM amebo.events e WHERE e.event_id = nack.event_id)
       AND x.state = 'leased'
     RETURNING x.state INTO new_state;
     IF NOT FOUND THEN
@@ -2201,10 +2217,22 @@ DECLARE
     c amebo.consumers := amebo_internal.lock_consumer(consumer);
     replayed bigint;
 BEGIN
-    UPDATE amebo.consumer_events x
-    SET state = 'retry', attempt = 0, due_at = clock_timestamp(), updated_at = clock_timestamp()
-    WHERE x.consumer = c.name AND x.state = 'parked';
-    GET DIAGNOSTICS replayed = ROW_COUNT;
+    WITH replay AS (
+        UPDATE amebo.consumer_events x
+        SET state = 'retry', attempt = 0, due_at = clock_timestamp(),
+            updated_at = clock_timestamp()
+        WHERE x.consumer = c.name AND x.state = 'parked'
+        RETURNING x.member, x.position
+    ), lowest AS (
+        SELECT r.member, min(r.position) AS position, count(*) AS events
+        FROM replay r GROUP BY r.member
+    ), moved AS (
+        -- The poll's scans of in-flight events must start before the replayed ones.
+        UPDATE amebo.consumer_members m
+        SET in_flight_after = least(m.in_flight_after, l.position - 1)
+        FROM lowest l WHERE m.consumer = c.name AND m.member = l.member
+    )
+    SELECT coalesce(sum(l.events), 0) INTO replayed FROM lowest l;
     PERFORM pg_notify('amebo_consumer', c.name);
     RETURN replayed;
 END

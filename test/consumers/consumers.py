@@ -262,10 +262,14 @@ def check_parking(args, checks):
 
 def check_notify(args, checks):
     admin = connect(args)
-    admin.execute("SELECT amebo.create_consumer('listener', ARRAY['note.taken'])")
     listener = connect(args)
     listener.execute("LISTEN amebo_consumer")
     app = connect(args, autocommit=False)
+    # The appender's cache of consumers is loaded (empty) before the consumer exists.
+    app.execute("SELECT amebo.append_event('note-0', 'note.taken', '{}')")
+    app.commit()
+    checks.eq(notifications(listener, 0.3), [], "no NOTIFY without a consumer")
+    admin.execute("SELECT amebo.create_consumer('listener', ARRAY['note.taken'])")
     app.execute("SELECT amebo.append_event('note-1', 'note.taken', '{}')")
     app.execute("SELECT amebo.append_event('note-2', 'note.taken', '{}')")
     app.commit()
