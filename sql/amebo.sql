@@ -2015,7 +2015,6 @@ DECLARE
     taken integer := 0;
     scanned integer := 0;
     last_scanned bigint;
-    e record;
 BEGIN
     IF max_count IS NULL OR max_count NOT BETWEEN 1 AND 10000 THEN
         RAISE EXCEPTION 'max_count must be between 1 and 10000' USING ERRCODE = '22023';
@@ -2077,40 +2076,29 @@ BEGIN
     ORDER BY ev.position;
     GET DIAGNOSTICS taken = ROW_COUNT;
 
-    -- New events after the cursor: leased, or held when their stream is blocked.
-    FOR e IN
-        WITH fresh AS MATERIALIZED (
-            SELECT ev.*, ev.stream = ANY (blocked) AS held FROM amebo.events ev
-            WHERE taken < max_count AND ev.position > cursor_at AND ev.position <= settled
-              AND (c.actions IS NULL OR ev.action = ANY (c.actions))
-              AND (c.members = 1 OR amebo.consumer_member(ev.stream, c.members) = poll.member)
-            ORDER BY ev.position LIMIT max_count - taken
-        ), recorded AS (
-            INSERT INTO amebo.consumer_events (consumer, member, event_id, position, stream,
-                                               state, attempt, due_at, updated_at)
-            SELECT c.name, poll.member, f.event_id, f.position, f.stream,
-                   CASE WHEN f.held THEN 'held' ELSE 'leased' END,
-                   CASE WHEN f.held THEN 0 ELSE 1 END,
-                   CASE WHEN f.held THEN NULL ELSE now_at + lease END, now_at
-            FROM fresh f
-        )
-        SELECT * FROM fresh f ORDER BY f.position
-    LOOP
-        scanned := scanned + 1;
-        last_scanned := e.position;
-        CONTINUE WHEN e.held;
-        "position" := e.position;
-        event_id := e.event_id;
-        stream := e.stream;
-        version := e.version;
-        action := e.action;
-        payload := e.payload;
-        metadata := e.metadata;
-        recorded_at := e.recorded_at;
-        schema_version := e.schema_version;
-        attempt := 1;
-        RETURN NEXT;
-    END LOOP;
+    -- New events after the cursor: leased, or held when their stream is blocked. (Every
+    -- event in flight lies at or below the cursor, so the rows after it are this scan's.)
+    RETURN QUERY
+    WITH fresh AS MATERIALIZED (
+        SELECT ev.*, ev.stream = ANY (blocked) AS held FROM amebo.events ev
+        WHERE taken < max_count AND ev.position > cursor_at AND ev.position <= settled
+          AND (c.actions IS NULL OR ev.action = ANY (c.actions))
+          AND (c.members = 1 OR amebo.consumer_member(ev.stream, c.members) = poll.member)
+        ORDER BY ev.position LIMIT max_count - taken
+    ), recorded AS (
+        INSERT INTO amebo.consumer_events (consumer, member, event_id, position, stream,
+                                           state, attempt, due_at, updated_at)
+        SELECT c.name, poll.member, f.event_id, f.position, f.stream,
+               CASE WHEN f.held THEN 'held' ELSE 'leased' END,
+               CASE WHEN f.held THEN 0 ELSE 1 END,
+               CASE WHEN f.held THEN NULL ELSE now_at + lease END, now_at
+        FROM fresh f
+    )
+    SELECT f.position, f.event_id, f.stream, f.version, f.action, f.payload, f.metadata,
+           f.recorded_at, f.schema_version, 1
+    FROM fresh f WHERE NOT f.held ORDER BY f.position;
+    SELECT count(*), max(x.position) INTO scanned, last_scanned FROM amebo.consumer_events x
+    WHERE x.consumer = c.name AND x.member = poll.member AND x.position > cursor_at;
     -- A short scan read every event of the share up to the settled position.
     IF taken < max_count THEN
         cursor_at := CASE WHEN scanned < max_count - taken THEN greatest(cursor_at, settled)
