@@ -17,6 +17,7 @@ Appends a Markdown section to --out. Exits 0 whether the targets are met or not.
 """
 
 import argparse
+import multiprocessing
 import os
 import select
 import statistics
@@ -68,6 +69,7 @@ def page_read_all(conninfo):
 
 
 def consume_member(conninfo, consumer, member, counts, synchronous_commit):
+    """One member's session (a process of its own: Python threads would share one CPU)."""
     with psycopg.connect(conninfo) as conn:
         conn.execute("SELECT set_config('synchronous_commit', %s, false)", (synchronous_commit,))
         conn.commit()
@@ -82,7 +84,7 @@ def consume_member(conninfo, consumer, member, counts, synchronous_commit):
             if not rows:
                 break
             seen += len(rows)
-        counts[member] = seen
+        counts.put(seen)
 
 
 def consume(conninfo, consumer, members, synchronous_commit="on"):
@@ -90,17 +92,18 @@ def consume(conninfo, consumer, members, synchronous_commit="on"):
         conn.execute("SELECT amebo.drop_consumer(name) FROM amebo.consumers WHERE name = %s", (consumer,))
         conn.execute("SELECT amebo.create_consumer(%s, NULL, %s)", (consumer, members))
         conn.execute("CHECKPOINT")
-    counts = {}
-    threads = [threading.Thread(target=consume_member,
-                                args=(conninfo, consumer, m, counts, synchronous_commit))
+    counts = multiprocessing.Queue()
+    workers = [multiprocessing.Process(target=consume_member,
+                                       args=(conninfo, consumer, m, counts, synchronous_commit))
                for m in range(members)]
     start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    for w in workers:
+        w.start()
+    consumed = sum(counts.get() for _ in workers)
     elapsed = time.perf_counter() - start
-    assert sum(counts.values()) == EVENTS, f"{consumer} consumed {counts}"
+    for w in workers:
+        w.join()
+    assert consumed == EVENTS, f"{consumer} consumed {consumed}"
     return EVENTS / elapsed
 
 
@@ -230,7 +233,8 @@ def main():
         "",
         f"{EVENTS:,} events on 1,000 streams, consumed {BATCH} at a time: by paging `read_all`, by one "
         f"member (`poll` and `ack` in one transaction per batch), and by four members in four "
-        f"sessions at once (each stream hashed to one member); the consumers again with "
+        f"sessions (and client processes) at once (each stream hashed to one member); the "
+        "consumers again with "
         "`synchronous_commit = off` in their sessions (their commits do not wait for the WAL "
         "flush; a crash then loses the last acks together with the writes made with them, and "
         "those events are handed out again: still exactly once for those writes). "
