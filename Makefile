@@ -14,7 +14,7 @@ PG_CONFIG ?= pg_config
 # Pure C++ modules: compiled without PostgreSQL's include path, so they cannot include it.
 PURE_SRCS = $(wildcard src/core/*.cpp src/core/*/*.cpp)
 PG_SRCS = $(wildcard src/*.cpp src/pg/*.cpp src/store/*.cpp src/registry/*.cpp src/state/*.cpp \
-	src/delivery/*.cpp src/api/*.cpp src/worker/*.cpp)
+	src/delivery/*.cpp src/consumers/*.cpp src/api/*.cpp src/worker/*.cpp)
 PURE_OBJS = $(PURE_SRCS:.cpp=.o)
 OBJS = $(PG_SRCS:.cpp=.o) $(PURE_OBJS)
 AMEBO_HEADERS = $(wildcard src/*.hpp src/*/*.hpp src/*/*/*.hpp)
@@ -27,9 +27,9 @@ PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Wno-register -Wno-unused-parameter \
 SHLIB_LINK = -lcurl -lcrypto -lstdc++ $(AMEBO_SANITIZE)
 
 REGRESS = setup border append read_stream read_all immutability bad_input registry validation \
-	state projections subscriptions privileges upgrade
+	state projections subscriptions consumers privileges upgrade
 REGRESS_OPTS = --temp-instance=tmp_check --temp-config=$(srcdir)/test/amebo.conf --load-extension=amebo
-ISOLATION = append_race retry_race read_all_gap schema_cache
+ISOLATION = append_race retry_race read_all_gap schema_cache consumer_leases
 ISOLATION_OPTS = --temp-instance=tmp_check_iso --temp-config=$(srcdir)/test/amebo.conf \
 	--inputdir=$(srcdir)/test/isolation --outputdir=test/isolation --load-extension=amebo
 

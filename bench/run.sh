@@ -2,13 +2,14 @@
 # Benchmarks amebo's append path against a plain INSERT (the physical limit) and a PL/pgSQL
 # event store (bench/baselines.sql, "append"), the cost of JSON Schema validation on append
 # (bench/validation.py, "validation"), snapshots and inline projections (bench/state.py,
-# "state"), on a throwaway cluster, then webhook delivery (bench/webhooks.sh, "webhooks", on
-# a cluster of its own); writes bench/RESULTS.md and prints it. As the tests and the
+# "state") and pull consumers (bench/consumers.py, "consumers"), on a throwaway cluster, then
+# webhook delivery (bench/webhooks.sh, "webhooks", on a cluster of its own); writes
+# bench/RESULTS.md and prints it. As the tests and the
 # demonstration do (test/lib/prepare.sh), it installs missing packages, builds and installs
 # amebo, and runs as an unprivileged user, so it works as root or as a user who may sudo.
 # Usage: bash bench/run.sh (or make bench); about 15 minutes (8 without webhooks).
 #   BENCH_SUITES=...   which benchmarks to run, a comma-separated subset of
-#                      append,validation,state,webhooks (default: all of them); the sections
+#                      append,validation,state,consumers,webhooks (default: all of them); the sections
 #                      of bench/RESULTS.md that the others wrote stay as they are
 #   BENCH_NO_BUILD=1   benchmark the amebo already installed (no build, no make install)
 #   BENCH_PORT=N       the cluster's port (default: the first free one from 55432)
@@ -16,6 +17,7 @@
 #   BENCH_CONTENTION_SECONDS, BENCH_EVENTS, BENCH_PARTS (e.g. "1,3"): see bench/bench.py.
 #   BENCH_STATE_ROUNDS, BENCH_PROJECTION_ROUNDS, BENCH_STATE_PARTS ...: see bench/state.py.
 #   BENCH_WEBHOOKS=0   skip the webhook delivery benchmark (BENCH_WEBHOOK_*: bench/webhooks.py)
+#   BENCH_CONSUMER_*: see bench/consumers.py
 # Exits 0 whether the targets are met or not (PASS/MISS is in the report); non-zero only when
 # the benchmark could not run. Leaves nothing running.
 # shellcheck source-path=SCRIPTDIR/..
@@ -24,7 +26,7 @@ cd "$(dirname "$0")/.."
 
 # Whether BENCH_SUITES (default: every suite) names the suite $1.
 suite_wanted() {
-    case ",${BENCH_SUITES:-append,validation,state,webhooks}," in
+    case ",${BENCH_SUITES:-append,validation,state,consumers,webhooks}," in
         *",$1,"*) return 0 ;;
         *) return 1 ;;
     esac
@@ -62,13 +64,16 @@ run_benchmarks() {
     if suite_wanted append; then
         "$python" bench/bench.py --host "$dir" --port "$port" --out "$out" --logdir "$dir/pgbench"
     fi
-    # Validation on append (JSON Schema), then snapshots and inline projections: each
-    # replaces its own section of the same report.
+    # Validation on append (JSON Schema), snapshots and inline projections, then pull
+    # consumers against read_all: each replaces its own section of the same report.
     if suite_wanted validation; then
         "$python" bench/validation.py --host "$dir" --port "$port" --out "$out"
     fi
     if suite_wanted state; then
         "$python" bench/state.py --host "$dir" --port "$port" --out "$out"
+    fi
+    if suite_wanted consumers; then
+        "$python" bench/consumers.py --host "$dir" --port "$port" --out "$out"
     fi
     if suite_wanted webhooks && [ "${BENCH_WEBHOOKS:-1}" != 0 ]; then
         # Webhook delivery, on a cluster of its own (wal_level = logical); this one stops

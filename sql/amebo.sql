@@ -1707,3 +1707,573 @@ GRANT EXECUTE ON FUNCTION amebo.wait_for_deliveries(double precision) TO amebo_r
 REVOKE ALL ON ALL TABLES IN SCHEMA amebo FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA amebo FROM PUBLIC;
 REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA amebo, amebo_internal FROM PUBLIC;
+-------------------------------------------------------------------------------------------
+-- Pull consumers: consumer groups with leases, acknowledgements, retries and parking
+-------------------------------------------------------------------------------------------
+
+-- Privileges: amebo_admin manages consumers (create, alter, pause, resume, reset, drop,
+-- replay_parked); amebo_writer consumes (poll, ack, nack: they write the consumer's
+-- bookkeeping, so readers may not); amebo_reader sees the tables, the views and the member
+-- of a stream. Every function here is SECURITY DEFINER: the bookkeeping tables are written
+-- only through them. See docs/design.md "Pull consumers" for how leases and order work.
+
+-- Consumer groups: which actions they take, how many members share the streams, and how
+-- many retries an event gets before it is parked.
+CREATE TABLE amebo.consumers (
+    name        text        NOT NULL,
+    actions     text[],
+    members     integer     NOT NULL,
+    max_retries integer     NOT NULL,
+    state       text        NOT NULL DEFAULT 'active',
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT consumers_pkey PRIMARY KEY (name),
+    CONSTRAINT consumers_name_check CHECK (name ~ '^[a-z][a-z0-9_-]{0,62}$'),
+    CONSTRAINT consumers_members_check CHECK (members BETWEEN 1 AND 1024),
+    CONSTRAINT consumers_max_retries_check CHECK (max_retries >= 0),
+    CONSTRAINT consumers_state_check CHECK (state IN ('active', 'paused'))
+);
+COMMENT ON TABLE amebo.consumers IS 'amebo: pull consumers (consumer groups)';
+SELECT pg_catalog.pg_extension_config_dump('amebo.consumers', '');
+GRANT SELECT ON amebo.consumers TO amebo_reader;
+
+-- Backends cache the consumers for the NOTIFY of the append path: tell them of changes.
+CREATE TRIGGER consumers_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON amebo.consumers
+    FOR EACH STATEMENT EXECUTE FUNCTION amebo_internal.registry_changed();
+
+-- Each member's cursor: every event of its share at or below position has been handed out
+-- (or recorded as held behind an earlier event of its stream). Every event of the member in
+-- flight and not parked lies after in_flight_after, where the poll's scans of its in-flight
+-- events start: acknowledged events leave dead index entries behind until VACUUM, and the
+-- scans step over them only once.
+CREATE TABLE amebo.consumer_members (
+    consumer        text    NOT NULL,
+    member          integer NOT NULL,
+    position        bigint  NOT NULL DEFAULT 0,
+    in_flight_after bigint  NOT NULL DEFAULT 0,
+    CONSTRAINT consumer_members_pkey PRIMARY KEY (consumer, member),
+    CONSTRAINT consumer_members_consumer_fkey FOREIGN KEY (consumer)
+        REFERENCES amebo.consumers (name) ON DELETE CASCADE
+);
+COMMENT ON TABLE amebo.consumer_members IS 'amebo: the cursor of each member of a consumer';
+SELECT pg_catalog.pg_extension_config_dump('amebo.consumer_members', '');
+GRANT SELECT ON amebo.consumer_members TO amebo_reader;
+
+-- The events in flight for a member, and only those: leased (due_at: the lease's end),
+-- waiting for a retry (due_at: when it may go out again), parked, or held behind an
+-- earlier event of its stream. An acknowledged event leaves no row. No foreign key: a
+-- poll inserts up to max_count rows, and drop_consumer removes them itself.
+CREATE TABLE amebo.consumer_events (
+    consumer   text        NOT NULL,
+    member     integer     NOT NULL,
+    event_id   uuid        NOT NULL,
+    position   bigint      NOT NULL,
+    stream     text        NOT NULL,
+    state      text        NOT NULL,
+    attempt    integer     NOT NULL,
+    due_at     timestamptz,
+    updated_at timestamptz NOT NULL,
+    CONSTRAINT consumer_events_pkey PRIMARY KEY (consumer, member, position),
+    CONSTRAINT consumer_events_state_check CHECK (state IN ('leased', 'retry', 'parked', 'held'))
+);
+COMMENT ON TABLE amebo.consumer_events IS
+    'amebo: events leased, waiting for a retry, parked or held, per consumer member';
+SELECT pg_catalog.pg_extension_config_dump('amebo.consumer_events', '');
+GRANT SELECT ON amebo.consumer_events TO amebo_reader;
+
+-- The member of a consumer with members members that receives a stream's events:
+-- PostgreSQL's hashtext(stream) made non-negative, modulo members. Clients may call it.
+CREATE FUNCTION amebo.consumer_member(stream text, members integer) RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN ((pg_catalog.hashtext(stream)::bigint OPERATOR(pg_catalog.+) 2147483648)
+        OPERATOR(pg_catalog.%) members)::integer;
+COMMENT ON FUNCTION amebo.consumer_member(text, integer) IS
+    'the member (0 .. members - 1) that receives a stream''s events';
+GRANT EXECUTE ON FUNCTION amebo.consumer_member(text, integer) TO amebo_reader;
+
+-- Raises 22023 unless the consumer settings are valid.
+CREATE FUNCTION amebo_internal.check_consumer(name text, actions text[], members integer,
+                                               max_retries integer)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF name IS NULL OR members IS NULL OR max_retries IS NULL THEN
+        RAISE EXCEPTION 'name, members and max_retries must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    IF name !~ '^[a-z][a-z0-9_-]{0,62}$' THEN
+        RAISE EXCEPTION 'invalid consumer name "%"', name USING ERRCODE = '22023',
+            HINT = 'A name is 1 to 63 characters: a lowercase letter, then a-z, 0-9, _ or -.';
+    END IF;
+    IF cardinality(actions) = 0 THEN
+        RAISE EXCEPTION 'actions must not be empty' USING ERRCODE = '22023',
+            HINT = 'Use NULL for every action.';
+    END IF;
+    IF array_position(actions, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'actions must not contain NULL' USING ERRCODE = '22004';
+    END IF;
+    IF members NOT BETWEEN 1 AND 1024 THEN
+        RAISE EXCEPTION 'members must be between 1 and 1024, not %', members
+            USING ERRCODE = '22023';
+    END IF;
+    IF max_retries < 0 THEN
+        RAISE EXCEPTION 'max_retries must not be negative' USING ERRCODE = '22023';
+    END IF;
+END
+$$;
+
+-- The consumer's row, locked FOR UPDATE; raises 42704 when there is none.
+CREATE FUNCTION amebo_internal.lock_consumer(name text) RETURNS amebo.consumers
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c amebo.consumers;
+BEGIN
+    SELECT * INTO c FROM amebo.consumers x WHERE x.name = lock_consumer.name FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'consumer "%" does not exist', name USING ERRCODE = '42704';
+    END IF;
+    RETURN c;
+END
+$$;
+
+-- The consumer's row (not locked) after checking that member is one of its members; raises
+-- 42704 for an unknown consumer and 22023 for a member outside 0 .. members - 1.
+CREATE FUNCTION amebo_internal.consumer_of_member(name text, member integer)
+RETURNS amebo.consumers
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c amebo.consumers;
+BEGIN
+    SELECT * INTO c FROM amebo.consumers x WHERE x.name = consumer_of_member.name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'consumer "%" does not exist', name USING ERRCODE = '42704';
+    END IF;
+    IF member IS NULL OR member < 0 OR member >= c.members THEN
+        RAISE EXCEPTION 'member % is not a member of consumer "%"', member, name
+            USING ERRCODE = '22023',
+                  DETAIL = format('Consumer "%s" has members 0 to %s.', name, c.members - 1);
+    END IF;
+    RETURN c;
+END
+$$;
+
+-- Creates a consumer whose members start at position 0 (every event of their share);
+-- reset_consumer moves them.
+CREATE FUNCTION amebo.create_consumer(name text, actions text[] DEFAULT NULL,
+                                      members integer DEFAULT 1, max_retries integer DEFAULT 5)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM amebo_internal.check_consumer(name, actions, members, max_retries);
+    INSERT INTO amebo.consumers (name, actions, members, max_retries)
+    VALUES (name, actions, members, max_retries);
+    INSERT INTO amebo.consumer_members (consumer, member)
+    SELECT create_consumer.name, m FROM generate_series(0, members - 1) m;
+EXCEPTION WHEN unique_violation THEN
+    RAISE EXCEPTION 'consumer "%" already exists', name USING ERRCODE = '42710';
+END
+$$;
+COMMENT ON FUNCTION amebo.create_consumer(text, text[], integer, integer) IS
+    'creates a pull consumer (a consumer group) of some actions (NULL: all)';
+GRANT EXECUTE ON FUNCTION amebo.create_consumer(text, text[], integer, integer) TO amebo_admin;
+
+-- Changes a consumer's members count or max_retries (NULL keeps the value). A new members
+-- count is refused while events are leased, waiting for a retry or held (55000); it starts
+-- every member at the lowest position of the old ones (events between are handed out
+-- again) and moves parked events to the member of their stream.
+CREATE FUNCTION amebo.alter_consumer(name text, members integer DEFAULT NULL,
+                                     max_retries integer DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c amebo.consumers := amebo_internal.lock_consumer(name);
+    start bigint;
+BEGIN
+    PERFORM amebo_internal.check_consumer(c.name, c.actions, coalesce(members, c.members),
+                                          coalesce(max_retries, c.max_retries));
+    IF members IS NOT NULL AND members <> c.members THEN
+        PERFORM 1 FROM amebo.consumer_members m WHERE m.consumer = c.name FOR UPDATE;
+        IF EXISTS (SELECT 1 FROM amebo.consumer_events e
+                   WHERE e.consumer = c.name AND e.state <> 'parked') THEN
+            RAISE EXCEPTION 'consumer "%" has events in flight', c.name USING ERRCODE = '55000',
+                DETAIL = 'Its members count cannot change while events are leased, waiting for a retry or held.',
+                HINT = 'Pause the consumer, let its members acknowledge their events, then retry.';
+        END IF;
+        SELECT min(m.position) INTO start FROM amebo.consumer_members m WHERE m.consumer = c.name;
+        DELETE FROM amebo.consumer_members m WHERE m.consumer = c.name;
+        INSERT INTO amebo.consumer_members (consumer, member, position, in_flight_after)
+        SELECT c.name, m, start, start FROM generate_series(0, alter_consumer.members - 1) m;
+        UPDATE amebo.consumer_events e
+        SET member = amebo.consumer_member(e.stream, alter_consumer.members)
+        WHERE e.consumer = c.name;
+    END IF;
+    UPDATE amebo.consumers x
+    SET members = coalesce(alter_consumer.members, x.members),
+        max_retries = coalesce(alter_consumer.max_retries, x.max_retries), updated_at = now()
+    WHERE x.name = c.name;
+END
+$$;
+COMMENT ON FUNCTION amebo.alter_consumer(text, integer, integer) IS
+    'changes a consumer''s members count or max_retries';
+GRANT EXECUTE ON FUNCTION amebo.alter_consumer(text, integer, integer) TO amebo_admin;
+
+-- Removes a consumer with its cursors and in-flight events.
+CREATE FUNCTION amebo.drop_consumer(name text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c amebo.consumers := amebo_internal.lock_consumer(name);
+BEGIN
+    DELETE FROM amebo.consumer_events e WHERE e.consumer = c.name;
+    DELETE FROM amebo.consumers x WHERE x.name = c.name;
+END
+$$;
+COMMENT ON FUNCTION amebo.drop_consumer(text) IS 'removes a consumer and its bookkeeping';
+GRANT EXECUTE ON FUNCTION amebo.drop_consumer(text) TO amebo_admin;
+
+-- Stops handing out events (poll returns none) until resume_consumer.
+CREATE FUNCTION amebo.pause_consumer(name text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c amebo.consumers := amebo_internal.lock_consumer(name);
+BEGIN
+    UPDATE amebo.consumers x SET state = 'paused', updated_at = now() WHERE x.name = c.name;
+END
+$$;
+COMMENT ON FUNCTION amebo.pause_consumer(text) IS 'stops a consumer''s polls from handing out events';
+GRANT EXECUTE ON FUNCTION amebo.pause_consumer(text) TO amebo_admin;
+
+-- Hands out events again after pause_consumer (and wakes its members' LISTEN).
+CREATE FUNCTION amebo.resume_consumer(name text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c amebo.consumers := amebo_internal.lock_consumer(name);
+BEGIN
+    UPDATE amebo.consumers x SET state = 'active', updated_at = now() WHERE x.name = c.name;
+    PERFORM pg_notify('amebo_consumer', c.name);
+END
+$$;
+COMMENT ON FUNCTION amebo.resume_consumer(text) IS 'lets a paused consumer''s polls hand out events';
+GRANT EXECUTE ON FUNCTION amebo.resume_consumer(text) TO amebo_admin;
+
+-- Moves every member's cursor to after_position; drops the events leased, waiting for a
+-- retry or held (parked ones stay); wakes the members' LISTEN. Returns the position.
+CREATE FUNCTION amebo.reset_consumer(name text, after_position bigint) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c amebo.consumers := amebo_internal.lock_consumer(name);
+BEGIN
+    IF after_position IS NULL OR after_position < 0 THEN
+        RAISE EXCEPTION 'after_position must be a position (0 or more)' USING ERRCODE = '22023';
+    END IF;
+    -- Waits for running polls of every member.
+    UPDATE amebo.consumer_members m SET position = after_position, in_flight_after = after_position
+    WHERE m.consumer = c.name;
+    DELETE FROM amebo.consumer_events e WHERE e.consumer = c.name AND e.state <> 'parked';
+    PERFORM pg_notify('amebo_consumer', c.name);
+    RETURN after_position;
+END
+$$;
+COMMENT ON FUNCTION amebo.reset_consumer(text, bigint) IS
+    'moves a consumer''s members to a position (events after it are handed out)';
+GRANT EXECUTE ON FUNCTION amebo.reset_consumer(text, bigint) TO amebo_admin;
+
+-- Moves every member's cursor to just before the first event recorded at or after since
+-- (a scan of the events); returns the position.
+CREATE FUNCTION amebo.reset_consumer(name text, since timestamptz) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF since IS NULL THEN
+        RAISE EXCEPTION 'since must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    RETURN amebo.reset_consumer(name,
+        coalesce((SELECT min(e.position) - 1 FROM amebo.events e WHERE e.recorded_at >= since),
+                 (SELECT max(e.position) FROM amebo.events e), 0));
+END
+$$;
+COMMENT ON FUNCTION amebo.reset_consumer(text, timestamptz) IS
+    'moves a consumer''s members to the first event recorded at or after a time';
+GRANT EXECUTE ON FUNCTION amebo.reset_consumer(text, timestamptz) TO amebo_admin;
+
+-- Hands out the member's next events, in position order, each leased until lease has passed
+-- and with its attempt number: first its in-flight events that are due (expired leases,
+-- retries due, events held behind an earlier one of their stream), then new events after its
+-- cursor, up to the settled position (read_all's horizon). A stream with an event leased or
+-- waiting for a retry gets no later event: those are recorded as held.
+CREATE FUNCTION amebo.poll(consumer text, member integer DEFAULT 0, max_count integer DEFAULT 100,
+                           lease interval DEFAULT '30 seconds')
+RETURNS TABLE ("position" bigint, event_id uuid, stream text, version bigint, action text,
+               payload jsonb, metadata jsonb, recorded_at timestamptz, schema_version integer,
+               attempt integer)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    c amebo.consumers := amebo_internal.consumer_of_member(poll.consumer, poll.member);
+    now_at timestamptz := clock_timestamp();
+    cursor_at bigint;
+    flight_after bigint;
+    settled bigint;
+    blocked text[];
+    taken integer := 0;
+    scanned integer := 0;
+    last_scanned bigint;
+BEGIN
+    IF max_count IS NULL OR max_count NOT BETWEEN 1 AND 10000 THEN
+        RAISE EXCEPTION 'max_count must be between 1 and 10000' USING ERRCODE = '22023';
+    END IF;
+    IF lease IS NULL OR lease <= interval '0' OR lease > interval '1 day' THEN
+        RAISE EXCEPTION 'lease must be more than 0 and at most 1 day' USING ERRCODE = '22023';
+    END IF;
+    -- The settled position is taken before the statement that reads the events, whose
+    -- snapshot must be newer: under REPEATABLE READ it would be the transaction's.
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'amebo.poll needs a READ COMMITTED transaction' USING ERRCODE = '0A000',
+            DETAIL = 'Its commit-order horizon holds only for a snapshot taken after it.',
+            HINT = 'Poll in a READ COMMITTED transaction (the default); ack may run in any.';
+    END IF;
+    IF c.state = 'paused' THEN
+        RETURN;
+    END IF;
+    settled := amebo.settled_position();
+    -- A member caught up with nothing in flight: nothing to lock or write.
+    SELECT m.position, m.in_flight_after INTO cursor_at, flight_after FROM amebo.consumer_members m
+    WHERE m.consumer = c.name AND m.member = poll.member;
+    IF cursor_at >= settled AND NOT EXISTS (
+        SELECT 1 FROM amebo.consumer_events x
+        WHERE x.consumer = c.name AND x.member = poll.member AND x.position > flight_after
+          AND x.state <> 'parked') THEN
+        RETURN;
+    END IF;
+    -- Polls of one member take turns.
+    SELECT m.position, m.in_flight_after INTO cursor_at, flight_after
+    FROM amebo.consumer_members m
+    WHERE m.consumer = c.name AND m.member = poll.member FOR UPDATE;
+
+    -- An expired lease counts as a failed attempt: past max_retries the event is parked.
+    UPDATE amebo.consumer_events x SET state = 'parked', due_at = NULL, updated_at = now_at
+    WHERE x.consumer = c.name AND x.member = poll.member AND x.position > flight_after
+      AND x.state = 'leased' AND x.due_at <= now_at AND x.attempt > c.max_retries;
+    SELECT coalesce(array_agg(DISTINCT x.stream), '{}') INTO blocked FROM amebo.consumer_events x
+    WHERE x.consumer = c.name AND x.member = poll.member AND x.position > flight_after
+      AND x.state IN ('leased', 'retry') AND x.due_at > now_at;
+
+    -- In-flight events that are due, of streams that are not blocked, in position order.
+    RETURN QUERY
+    WITH due AS MATERIALIZED (
+        SELECT x.position FROM amebo.consumer_events x
+        WHERE x.consumer = c.name AND x.member = poll.member AND x.position > flight_after
+          AND x.state <> 'parked' AND x.stream <> ALL (blocked)
+        ORDER BY x.position LIMIT max_count
+    ), leased AS (
+        UPDATE amebo.consumer_events x
+        SET state = 'leased', attempt = x.attempt + 1, due_at = now_at + lease, updated_at = now_at
+        FROM due
+        WHERE x.consumer = c.name AND x.member = poll.member AND x.position = due.position
+          AND (x.state = 'held' OR x.due_at <= now_at)
+        RETURNING x.position, x.attempt
+    )
+    SELECT ev.position, ev.event_id, ev.stream, ev.version, ev.action, ev.payload, ev.metadata,
+           ev.recorded_at, ev.schema_version, leased.attempt
+    FROM leased JOIN amebo.events ev ON ev.position = leased.position
+    ORDER BY ev.position;
+    GET DIAGNOSTICS taken = ROW_COUNT;
+
+    -- New events after the cursor: leased, or held when their stream is blocked. (Every
+    -- event in flight lies at or below the cursor, so the rows after it are this scan's.)
+    RETURN QUERY
+    WITH fresh AS MATERIALIZED (
+        SELECT ev.*, ev.stream = ANY (blocked) AS held FROM amebo.events ev
+        WHERE taken < max_count AND ev.position > cursor_at AND ev.position <= settled
+          AND (c.actions IS NULL OR ev.action = ANY (c.actions))
+          AND (c.members = 1 OR amebo.consumer_member(ev.stream, c.members) = poll.member)
+        ORDER BY ev.position LIMIT max_count - taken
+    ), recorded AS (
+        INSERT INTO amebo.consumer_events (consumer, member, event_id, position, stream,
+                                           state, attempt, due_at, updated_at)
+        SELECT c.name, poll.member, f.event_id, f.position, f.stream,
+               CASE WHEN f.held THEN 'held' ELSE 'leased' END,
+               CASE WHEN f.held THEN 0 ELSE 1 END,
+               CASE WHEN f.held THEN NULL ELSE now_at + lease END, now_at
+        FROM fresh f
+    )
+    SELECT f.position, f.event_id, f.stream, f.version, f.action, f.payload, f.metadata,
+           f.recorded_at, f.schema_version, 1
+    FROM fresh f WHERE NOT f.held ORDER BY f.position;
+    SELECT count(*), max(x.position) INTO scanned, last_scanned FROM amebo.consumer_events x
+    WHERE x.consumer = c.name AND x.member = poll.member AND x.position > cursor_at;
+    -- A short scan read every event of the share up to the settled position.
+    IF taken < max_count THEN
+        cursor_at := CASE WHEN scanned < max_count - taken THEN greatest(cursor_at, settled)
+                          ELSE last_scanned END;
+    END IF;
+    -- The next scans start at the member's first event in flight (not parked).
+    flight_after := coalesce((SELECT x.position - 1 FROM amebo.consumer_events x
+                              WHERE x.consumer = c.name AND x.member = poll.member
+                                AND x.position > flight_after AND x.state <> 'parked'
+                              ORDER BY x.position LIMIT 1), cursor_at);
+    UPDATE amebo.consumer_members m SET position = cursor_at, in_flight_after = flight_after
+    WHERE m.consumer = c.name AND m.member = poll.member
+      AND (m.position, m.in_flight_after) IS DISTINCT FROM (cursor_at, flight_after);
+END
+$$;
+COMMENT ON FUNCTION amebo.poll(text, integer, integer, interval) IS
+    'leases a consumer member''s next events, commit-order safe and in per-stream order';
+GRANT EXECUTE ON FUNCTION amebo.poll(text, integer, integer, interval) TO amebo_writer;
+
+-- Acknowledges events the member holds (leased to it, even past the lease's end): they
+-- leave the bookkeeping with the caller's transaction. Raises AM009 when one is not held
+-- (unknown, acknowledged already, nacked, parked, or another member's). Returns how many.
+CREATE FUNCTION amebo.ack(consumer text, member integer, event_ids uuid[]) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c amebo.consumers := amebo_internal.consumer_of_member(consumer, member);
+    wanted integer;
+    acked integer;
+    missing uuid;
+BEGIN
+    IF event_ids IS NULL OR array_position(event_ids, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'event_ids must not be NULL or contain NULL' USING ERRCODE = '22004';
+    END IF;
+    SELECT count(DISTINCT id) INTO wanted FROM unnest(event_ids) id;
+    DELETE FROM amebo.consumer_events x USING amebo.events e
+    WHERE e.event_id = ANY (event_ids) AND x.consumer = c.name AND x.member = ack.member
+      AND x.position = e.position AND x.state = 'leased';
+    GET DIAGNOSTICS acked = ROW_COUNT;
+    IF acked < wanted THEN
+        SELECT id INTO missing FROM unnest(event_ids) id
+        WHERE NOT EXISTS (SELECT 1 FROM amebo.consumer_events x
+                          JOIN amebo.events e ON e.position = x.position
+                          WHERE x.consumer = c.name AND x.member = ack.member
+                            AND e.event_id = id AND x.state = 'leased')
+        LIMIT 1;
+        RAISE EXCEPTION 'event % is not leased to member % of consumer "%"', missing, member,
+            c.name USING ERRCODE = 'AM009',
+            DETAIL = format('%s of the %s events given are not leased to this member.',
+                            wanted - acked, wanted),
+            HINT = 'It was acknowledged already, nacked, parked, or never handed out to it.';
+    END IF;
+    RETURN acked;
+END
+$$;
+COMMENT ON FUNCTION amebo.ack(text, integer, uuid[]) IS
+    'acknowledges events leased to a consumer member (with the caller''s transaction)';
+GRANT EXECUTE ON FUNCTION amebo.ack(text, integer, uuid[]) TO amebo_writer;
+
+-- Gives a leased event back: it goes out again after retry_after (NULL: at the next poll),
+-- or is parked when it has had 1 + max_retries attempts. Its stream waits meanwhile.
+-- Returns the event's new state, 'retry' or 'parked'; raises AM009 unless it is leased to
+-- the member.
+CREATE FUNCTION amebo.nack(consumer text, member integer, event_id uuid,
+                           retry_after interval DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c amebo.consumers := amebo_internal.consumer_of_member(consumer, member);
+    new_state text;
+BEGIN
+    IF event_id IS NULL THEN
+        RAISE EXCEPTION 'event_id must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    IF retry_after < interval '0' THEN
+        RAISE EXCEPTION 'retry_after must not be negative' USING ERRCODE = '22023';
+    END IF;
+    UPDATE amebo.consumer_events x
+    SET state = CASE WHEN x.attempt > c.max_retries THEN 'parked' ELSE 'retry' END,
+        due_at = CASE WHEN x.attempt > c.max_retries THEN NULL
+                      ELSE clock_timestamp() + coalesce(retry_after, interval '0') END,
+        updated_at = clock_timestamp()
+    WHERE x.consumer = c.name AND x.member = nack.member
+      AND x.position = (SELECT e.position FROM amebo.events e WHERE e.event_id = nack.event_id)
+      AND x.state = 'leased'
+    RETURNING x.state INTO new_state;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'event % is not leased to member % of consumer "%"', event_id, member,
+            c.name USING ERRCODE = 'AM009',
+            HINT = 'It was acknowledged already, nacked, parked, or never handed out to it.';
+    END IF;
+    RETURN new_state;
+END
+$$;
+COMMENT ON FUNCTION amebo.nack(text, integer, uuid, interval) IS
+    'gives a leased event back for a retry (parked after max_retries)';
+GRANT EXECUTE ON FUNCTION amebo.nack(text, integer, uuid, interval) TO amebo_writer;
+
+-- Sends a consumer's parked events out again (each with a fresh count of attempts, in
+-- position order with the events of its member) and wakes its members' LISTEN; returns how
+-- many.
+CREATE FUNCTION amebo.replay_parked(consumer text) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c amebo.consumers := amebo_internal.lock_consumer(consumer);
+    replayed bigint;
+BEGIN
+    WITH replay AS (
+        UPDATE amebo.consumer_events x
+        SET state = 'retry', attempt = 0, due_at = clock_timestamp(),
+            updated_at = clock_timestamp()
+        WHERE x.consumer = c.name AND x.state = 'parked'
+        RETURNING x.member, x.position
+    ), lowest AS (
+        SELECT r.member, min(r.position) AS position, count(*) AS events
+        FROM replay r GROUP BY r.member
+    ), moved AS (
+        -- The poll's scans of in-flight events must start before the replayed ones.
+        UPDATE amebo.consumer_members m
+        SET in_flight_after = least(m.in_flight_after, l.position - 1)
+        FROM lowest l WHERE m.consumer = c.name AND m.member = l.member
+    )
+    SELECT coalesce(sum(l.events), 0) INTO replayed FROM lowest l;
+    PERFORM pg_notify('amebo_consumer', c.name);
+    RETURN replayed;
+END
+$$;
+COMMENT ON FUNCTION amebo.replay_parked(text) IS 'sends a consumer''s parked events out again';
+GRANT EXECUTE ON FUNCTION amebo.replay_parked(text) TO amebo_admin;
+
+-- Events parked after max_retries failed attempts, until replay_parked.
+CREATE VIEW amebo.consumer_parked AS
+SELECT x.consumer, x.member, x.position, x.event_id, x.stream, e.action, x.attempt AS attempts,
+       x.updated_at AS parked_at
+FROM amebo.consumer_events x JOIN amebo.events e ON e.position = x.position
+WHERE x.state = 'parked';
+COMMENT ON VIEW amebo.consumer_parked IS 'amebo: consumers'' parked events';
+GRANT SELECT ON amebo.consumer_parked TO amebo_reader;
+
+-- Per consumer and member: its cursor, its lag (events of its share after the cursor up to
+-- the settled position, and the age of the oldest event not yet acknowledged), and its
+-- in-flight events by state. Counting the lag reads the events after the cursor.
+CREATE VIEW amebo.consumer_status AS
+SELECT c.name AS consumer, m.member, c.state, m.position, lag.events AS lag_events,
+       coalesce(extract(epoch FROM now() - least(lag.oldest, flight.oldest)), 0)::double precision
+           AS lag_seconds,
+       flight.leased, flight.waiting, flight.held, flight.parked
+FROM amebo.consumers c
+JOIN amebo.consumer_members m ON m.consumer = c.name
+CROSS JOIN (SELECT amebo.settled_position() AS position) settled
+CROSS JOIN LATERAL (
+    SELECT count(*) AS events, min(e.recorded_at) AS oldest FROM amebo.events e
+    WHERE e.position > m.position AND e.position <= settled.position
+      AND (c.actions IS NULL OR e.action = ANY (c.actions))
+      AND amebo.consumer_member(e.stream, c.members) = m.member
+) lag
+CROSS JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE x.state = 'leased') AS leased,
+           count(*) FILTER (WHERE x.state = 'retry') AS waiting,
+           count(*) FILTER (WHERE x.state = 'held') AS held,
+           count(*) FILTER (WHERE x.state = 'parked') AS parked,
+           min(e.recorded_at) FILTER (WHERE x.state <> 'parked') AS oldest
+    FROM amebo.consumer_events x JOIN amebo.events e ON e.position = x.position
+    WHERE x.consumer = c.name AND x.member = m.member
+) flight;
+COMMENT ON VIEW amebo.consumer_status IS
+    'amebo: each consumer member''s position, lag and in-flight events';
+GRANT SELECT ON amebo.consumer_status TO amebo_reader;
+
+-- PUBLIC gets nothing here either (this section follows the general REVOKE above).
+REVOKE EXECUTE ON FUNCTION amebo.consumer_member(text, integer),
+    amebo_internal.check_consumer(text, text[], integer, integer),
+    amebo_internal.lock_consumer(text), amebo_internal.consumer_of_member(text, integer),
+    amebo.create_consumer(text, text[], integer, integer),
+    amebo.alter_consumer(text, integer, integer), amebo.drop_consumer(text),
+    amebo.pause_consumer(text), amebo.resume_consumer(text),
+    amebo.reset_consumer(text, bigint), amebo.reset_consumer(text, timestamptz),
+    amebo.poll(text, integer, integer, interval), amebo.ack(text, integer, uuid[]),
+    amebo.nack(text, integer, uuid, interval), amebo.replay_parked(text) FROM PUBLIC;

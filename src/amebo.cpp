@@ -1,4 +1,5 @@
 // The library's entry point: PostgreSQL calls _PG_init once per process that loads amebo.
+#include "consumers/notify.hpp"
 #include "pg/guard.hpp"
 #include "pg/interrupts.hpp"
 #include "pg/shared_memory.hpp"
@@ -27,6 +28,7 @@ void _PG_init(void) {
         amebo::registry::InitPatternMatcher();
         amebo::state::InitInlineProjections();
         amebo::state::InitRebuild();
+        amebo::consumers::InitConsumerNotify();
         amebo::worker::Init();
         amebo::pg::InstallSharedMemoryHooks();
     });

@@ -105,6 +105,44 @@ async function appendWithRetry(db, stream, decide, maxAttempts = 5) {
   }
 }
 
+// One batch of a pull consumer in one transaction on a pool client: leases up to maxCount
+// events of the member (amebo.poll), awaits handle(event, client) for each in order, and
+// acknowledges them (amebo.ack), so that the handler's writes on client commit with the
+// ack or roll back with it. Returns how many events it handled (0: nothing due).
+async function consumeBatch(pool, consumer, member, handle, maxCount = 100) {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    const result = await client.query(
+      'SELECT event_id, stream, version, action, payload, attempt FROM amebo.poll($1, $2, $3)',
+      [consumer, member, maxCount]);
+    for (const row of result.rows) {
+      await handle({ ...row, version: toNumber(row.version) }, client);
+    }
+    if (result.rows.length > 0) {
+      await client.query('SELECT amebo.ack($1, $2, $3::uuid[])',
+        [consumer, member, result.rows.map((row) => row.event_id)]);
+    }
+    await client.query('COMMIT');
+    return result.rows.length;
+  } catch (error) {
+    await client.query('ROLLBACK');
+    throw error;
+  } finally {
+    client.release();
+  }
+}
+
+// Handles batches until nothing is due: the short loop a worker runs when woken (by a
+// LISTEN amebo_consumer notification on a connection of its own, or a timer).
+async function consumeAll(pool, consumer, member, handle) {
+  let total = 0;
+  for (let handled; (handled = await consumeBatch(pool, consumer, member, handle)) > 0;) {
+    total += handled;
+  }
+  return total;
+}
+
 module.exports = {
   ConcurrencyError,
   DuplicateEventError,
@@ -112,4 +150,6 @@ module.exports = {
   appendEvents,
   readStream,
   appendWithRetry,
+  consumeBatch,
+  consumeAll,
 };

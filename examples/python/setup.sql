@@ -39,3 +39,13 @@ BEGIN
     }');
 END
 $$;
+
+-- The pull consumer of examples/python/worker.py and its read model: who owns an email
+-- address. One member; create it with members => 4 to run four workers side by side.
+CREATE TABLE readmodel.user_directory (
+    email    text PRIMARY KEY,
+    user_id  uuid NOT NULL,
+    verified boolean NOT NULL,
+    version  bigint NOT NULL
+);
+SELECT amebo.create_consumer('user-directory', ARRAY['user.created', 'user.email_verified']);

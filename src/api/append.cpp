@@ -1,10 +1,11 @@
 // The SQL functions of an append: amebo.append_event, amebo.append_events and
 // amebo.new_event_id. They check the arguments, validate each payload against the registry,
-// append through the store, and run the inline projections on the new rows, all in the
-// caller's transaction.
+// append through the store, run the inline projections on the new rows and queue the pull
+// consumers' NOTIFY, all in the caller's transaction.
 #include <string>
 #include <vector>
 
+#include "consumers/notify.hpp"
 #include "core/batch.hpp"
 #include "core/error.hpp"
 #include "core/names.hpp"
@@ -146,7 +147,8 @@ NewEvent *ParseBatch(Jsonb *events, int *count) {
 }
 
 // Appends a checked batch through the store, then runs the inline projections on the new
-// rows (none when the batch was a stored retry); returns the stream's new version.
+// rows and queues the NOTIFY of the consumers that take them (neither when the batch was a
+// stored retry); returns the stream's new version.
 int64 AppendAndProject(text *stream, const NewEvent *events, int count, bool has_expected,
                        int64 expected) {
     store::Appended appended = store::AppendBatch(stream, events, count, has_expected, expected,
@@ -156,6 +158,8 @@ int64 AppendAndProject(text *stream, const NewEvent *events, int count, bool has
         CommandCounterIncrement();
         state::DispatchInline(appended.rows, count);
     }
+    if (appended.inserted)
+        consumers::NotifyConsumers(events, count);
     return appended.version;
 }
 

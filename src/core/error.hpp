@@ -18,6 +18,7 @@ inline constexpr char kIncompatibleSchema[] =
     "AM006"; // raised by amebo_internal.add_action_schema (SQL)
 inline constexpr char kInvalidSchema[] = "AM007";
 inline constexpr char kSnapshotBeyondVersion[] = "AM008"; // raised by amebo.save_snapshot (SQL)
+inline constexpr char kEventNotLeased[] = "AM009"; // raised by amebo.ack and amebo.nack (SQL)
 // Standard codes amebo uses for bad input.
 inline constexpr char kNullValueNotAllowed[] = "22004";
 inline constexpr char kInvalidParameterValue[] = "22023";

@@ -222,7 +222,7 @@ Appended AppendBatch(text *stream, const NewEvent *events, int count, bool has_e
             Retry retry = CheckRetry(target, stream, events, count, &stored_version, &wait_for);
             if (retry == Retry::kAlreadyStored) {
                 LockRelease(&lock, ExclusiveLock, false);
-                return Appended{stored_version, nullptr};
+                return Appended{stored_version, nullptr, false};
             }
             if (retry == Retry::kNew) {
                 if (has_expected && expected != version)
@@ -231,7 +231,7 @@ Appended AppendBatch(text *stream, const NewEvent *events, int count, bool has_e
                     want_rows() ? static_cast<Datum *>(palloc(sizeof(Datum) * count)) : nullptr;
                 InsertBatch(target, stream, events, count, version, rows);
                 LockRelease(&lock, ExclusiveLock, false);
-                return Appended{version + count, rows};
+                return Appended{version + count, rows, true};
             }
         }
         // Another open transaction appended to this stream or stored one of our ids: wait

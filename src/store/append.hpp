@@ -24,6 +24,7 @@ using WantRows = bool (*)();
 struct Appended {
     int64 version; // the stream's version after the append (or after the stored retry)
     Datum *rows;   // the new rows as composite datums, one per event, if wanted; else nullptr
+    bool inserted; // false when the batch was a retry of one already stored
 };
 
 // Appends a batch to a stream at versions head+1 .. head+count, or recognises a retry of one

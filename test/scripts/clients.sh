@@ -74,7 +74,7 @@ bouncer=(PGHOST=127.0.0.1 "PGPORT=$bouncer_port" PGUSER=postgres)
 run_suite python-direct python "$top/examples/python" "${direct[@]}" PGDATABASE=python \
     "$PYTHON_BIN" test_users.py
 run_suite python-pgbouncer python "$top/examples/python" "${bouncer[@]}" PGDATABASE=python \
-    "$PYTHON_BIN" test_users.py
+    AMEBO_THROUGH_PGBOUNCER=1 "$PYTHON_BIN" test_users.py
 run_suite node-direct node "$node_dir" "${direct[@]}" PGDATABASE=node npm test
 run_suite node-pgbouncer node "$node_dir" "${bouncer[@]}" PGDATABASE=node \
     AMEBO_BOUNCER_ONE_DATABASE=node_one npm test

@@ -10,6 +10,7 @@ const { randomUUID } = require('node:crypto');
 const { Client, Pool } = require('pg');
 const {
   ConcurrencyError, DuplicateEventError, appendEvent, appendEvents, readStream, appendWithRetry,
+  consumeAll,
 } = require('../event_store');
 
 const pool = new Pool({ max: 4 });
@@ -129,3 +130,26 @@ test('through pgbouncer, named (prepared) queries of two clients collide',
       await Promise.all(clients.map((c) => c.end()));
     }
   });
+
+test('a pull consumer handles each event once, in its transaction', async () => {
+  const consumer = `node-${randomUUID().slice(0, 8)}`;
+  await pool.query("SELECT amebo.create_consumer($1, ARRAY['account.deposited'])", [consumer]);
+  await pool.query('SELECT amebo.reset_consumer($1, (SELECT coalesce(max(position), 0) FROM amebo.events))',
+    [consumer]);
+  const stream = newStream();
+  await appendEvents(pool, stream, [
+    { action: 'account.opened', payload: {} },
+    { action: 'account.deposited', payload: { amount: 10 } },
+    { action: 'account.deposited', payload: { amount: 5 } },
+  ], 0);
+  const seen = [];
+  // A failing handler rolls its batch back: the events are due again at once.
+  await assert.rejects(consumeAll(pool, consumer, 0, () => { throw new Error('boom'); }), /boom/);
+  assert.equal(await consumeAll(pool, consumer, 0, async (event, client) => {
+    await client.query('SELECT 1');
+    seen.push([event.stream, event.version, event.attempt]);
+  }), 2);
+  assert.deepEqual(seen, [[stream, 2, 1], [stream, 3, 1]]);
+  assert.equal(await consumeAll(pool, consumer, 0, () => {}), 0);
+  await pool.query('SELECT amebo.drop_consumer($1)', [consumer]);
+});
