@@ -46,6 +46,11 @@ SELECT amebo.truncate_stream('tally-1', 4);
 SELECT state, version FROM amebo.load_state('tally-1');
 SELECT amebo.append_event('tally-1', 'tally.added', '{}');
 SELECT state, version FROM amebo.load_state('tally-1');
+-- replay_state folds what is kept onto the oldest snapshot at or after the cut.
+SELECT amebo.replay_state('tally-1') AS replayed,
+       amebo.replay_state('tally-1') = (amebo.load_state('tally-1')).state AS equals_load_state;
+SELECT amebo.replay_state('tally-1', 4) AS replayed_to_4;
+SELECT regress.outcome($$SELECT amebo.replay_state('tally-1', 2)$$);
 
 -- delete_stream, soft: the events and snapshots go; the stream goes on from its version.
 SELECT count(amebo.append_event('soft-1', 'soft.made', '{}')) FROM generate_series(1, 3);
