@@ -7,17 +7,23 @@
 namespace amebo::worker {
 
 // Runs one retention batch; an error is logged and its transaction rolled back. True when the
-// batch was full: run again soon.
+// batch was full: there is more to do.
 bool RunRetentionSafely();
 
-// Decides when the retention pass runs: after a wake-up call (set_retention sends one), while
-// batches come back full, and at least every naptime while any policy exists.
+// Decides when the retention pass runs: after a wake-up call (set_retention sends one), 40 ms
+// after a full batch (so that a long pass leaves the CPUs mostly to appends, as
+// vacuum_cost_delay does for VACUUM), and every naptime otherwise.
 struct RetentionSchedule {
     TimestampTz next_run = 0;
-    bool more = false;
 
     // True when a batch is due (woken: amebo.wake_worker was called since the last pass).
-    bool Due(bool woken);
+    bool Due(bool woken) const;
+
+    // Schedules the next batch after one that ran (full: it looked at a whole batch).
+    void Ran(bool full);
+
+    // Milliseconds until the next batch is due, at most naptime; the worker's wait uses it.
+    long WaitMilliseconds() const;
 };
 
 } // namespace amebo::worker

@@ -124,15 +124,16 @@ void RunLoop() {
         auto figures = deliveries.Figures();
         PublishDelivery(!figures.empty(), figures);
         if (retention.Due(woken_by_call))
-            retention.more = RunRetentionSafely();
-        if (!projections.more && !retention.more && requests == WakeRequests() &&
-            wakes == Wakes()) {
+            retention.Ran(RunRetentionSafely());
+        if (!projections.more && requests == WakeRequests() && wakes == Wakes()) {
+            // Until the next retention batch at most (40 ms while a pass has work left).
+            int wait_ms = static_cast<int>(retention.WaitMilliseconds());
             // Delivering, the service waits on the latch and its sockets together.
             if (deliveries.Active()) {
-                DeliverSafely(deliveries, [&] { deliveries.Wait(settings::worker_naptime); });
+                DeliverSafely(deliveries, [&] { deliveries.Wait(wait_ms); });
             } else {
-                (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-                                settings::worker_naptime, PG_WAIT_EXTENSION);
+                (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, wait_ms,
+                                PG_WAIT_EXTENSION);
                 ResetLatch(MyLatch);
             }
         }
