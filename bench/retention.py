@@ -101,7 +101,7 @@ def report_removal(rates):
         "",
         f"{BACKLOG:,} events of one category ({STREAM_EVENTS} per stream, payload about 130 "
         f"bytes), max_age 1 ms set at the start; time until the worker's batches (1,000 "
-        f"events looked at per transaction, 40 ms apart) had removed them all, nothing else "
+        f"events looked at per transaction, 100 ms apart) had removed them all, nothing else "
         f"running. "
         f"{ROUNDS} rounds.",
         "",

@@ -24,7 +24,7 @@ constexpr int kBatchSize = 1000;
 
 // The pause between full batches: a batch takes a few milliseconds of one CPU, so a pass uses
 // a small share of it and appends keep theirs (bench/RESULTS.md, "Retention").
-constexpr long kPauseAfterFullBatchMs = 40;
+constexpr long kPauseAfterFullBatchMs = 100;
 
 // True when amebo.retention_policies exists in this database (extension version 1.5 or later).
 bool RetentionInstalled() {

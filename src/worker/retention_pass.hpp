@@ -10,7 +10,7 @@ namespace amebo::worker {
 // batch was full: there is more to do.
 bool RunRetentionSafely();
 
-// Decides when the retention pass runs: after a wake-up call (set_retention sends one), 40 ms
+// Decides when the retention pass runs: after a wake-up call (set_retention sends one), 100 ms
 // after a full batch (so that a long pass leaves the CPUs mostly to appends, as
 // vacuum_cost_delay does for VACUUM), and every naptime otherwise.
 struct RetentionSchedule {

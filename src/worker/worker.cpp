@@ -126,7 +126,7 @@ void RunLoop() {
         if (retention.Due(woken_by_call))
             retention.Ran(RunRetentionSafely());
         if (!projections.more && requests == WakeRequests() && wakes == Wakes()) {
-            // Until the next retention batch at most (40 ms while a pass has work left).
+            // Until the next retention batch at most (100 ms while a pass has work left).
             int wait_ms = static_cast<int>(retention.WaitMilliseconds());
             // Delivering, the service waits on the latch and its sockets together.
             if (deliveries.Active()) {
