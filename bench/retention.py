@@ -30,7 +30,7 @@ from bench import CLIENTS, HERE, PG_BIN, Cluster, env_int, library_info, log, me
 from report import write_section
 
 TITLE = "Retention"
-BACKLOG = env_int("BENCH_RETENTION_BACKLOG", 400_000)
+BACKLOG = env_int("BENCH_RETENTION_BACKLOG", 200_000)
 ROUNDS = env_int("BENCH_RETENTION_ROUNDS", 5)
 SECONDS = env_int("BENCH_RETENTION_SECONDS", 8)
 STEADY_SECONDS = env_int("BENCH_RETENTION_STEADY_SECONDS", 40)
