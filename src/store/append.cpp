@@ -162,6 +162,8 @@ int64 ReadHead(AppendTarget *target, text *stream, TransactionId *wait_for, bool
         ExecClearTuple(target->probe_slot);
         return version;
     }
+    if (!OpenRemovedStreams(target))
+        return 0;
     InitDirtySnapshot(dirty);
     StreamFloor floor = ProbeStreamFloor(target->removed_streams, target->removed_streams_index,
                                          &dirty, stream, target->removed_slot);

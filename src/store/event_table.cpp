@@ -166,16 +166,28 @@ AppendTarget *OpenAppendTarget() {
     target->has_schema_version = desc->natts >= kSchemaVersion;
     for (int i = kEventColumnCount; i < desc->natts; i++)
         target->nulls[i] = true;
-    if (OidIsValid(catalog.removed_streams)) {
-        target->removed_streams = table_open(catalog.removed_streams, AccessShareLock);
-        target->removed_streams_index = index_open(catalog.removed_streams_index, AccessShareLock);
-        target->removed_slot = table_slot_create(target->removed_streams, nullptr);
-    }
 
     CurrentResourceOwner = saved_owner;
     MemoryContextSwitchTo(saved_context);
     g_target = target;
     return target;
+}
+
+bool OpenRemovedStreams(AppendTarget *target) {
+    if (target->removed_streams != nullptr)
+        return true;
+    if (!OidIsValid(target->catalog.removed_streams))
+        return false;
+    MemoryContext saved_context = MemoryContextSwitchTo(TopTransactionContext);
+    ResourceOwner saved_owner = CurrentResourceOwner;
+    CurrentResourceOwner = TopTransactionResourceOwner;
+    target->removed_streams = table_open(target->catalog.removed_streams, AccessShareLock);
+    target->removed_streams_index =
+        index_open(target->catalog.removed_streams_index, AccessShareLock);
+    target->removed_slot = table_slot_create(target->removed_streams, nullptr);
+    CurrentResourceOwner = saved_owner;
+    MemoryContextSwitchTo(saved_context);
+    return true;
 }
 
 void InsertEvent(AppendTarget *target, Datum *copy) {

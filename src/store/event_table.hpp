@@ -49,14 +49,20 @@ struct AppendTarget {
     TupleTableSlot *probe_slot;
     Datum *values;
     bool *nulls;
-    bool has_schema_version;  // false while the table is still at extension version 1.0
-    Relation removed_streams; // nullptr before version 1.5
+    bool has_schema_version; // false while the table is still at extension version 1.0
+    // amebo.removed_streams, opened by OpenRemovedStreams at the first append to a stream
+    // without stored events (nullptr until then)
+    Relation removed_streams;
     Relation removed_streams_index;
     TupleTableSlot *removed_slot;
 };
 
 // Returns the transaction's append handle, opening it on first use.
 AppendTarget *OpenAppendTarget();
+
+// Opens amebo.removed_streams into the append handle, once per transaction; false when the
+// table does not exist (the extension is older than 1.5).
+bool OpenRemovedStreams(AppendTarget *target);
 
 // Inserts one event row (target->values/nulls hold it) with all its index entries; with
 // copy non-null, also returns the row as a composite datum in the caller's memory context.
