@@ -2,14 +2,15 @@
 # Benchmarks amebo's append path against a plain INSERT (the physical limit) and a PL/pgSQL
 # event store (bench/baselines.sql, "append"), the cost of JSON Schema validation on append
 # (bench/validation.py, "validation"), snapshots and inline projections (bench/state.py,
-# "state") and pull consumers (bench/consumers.py, "consumers"), on a throwaway cluster, then
+# "state"), pull consumers (bench/consumers.py, "consumers") and retention
+# (bench/retention.py, "retention"), on a throwaway cluster, then
 # webhook delivery (bench/webhooks.sh, "webhooks", on a cluster of its own); writes
 # bench/RESULTS.md and prints it. As the tests and the
 # demonstration do (test/lib/prepare.sh), it installs missing packages, builds and installs
 # amebo, and runs as an unprivileged user, so it works as root or as a user who may sudo.
 # Usage: bash bench/run.sh (or make bench); about 15 minutes (8 without webhooks).
 #   BENCH_SUITES=...   which benchmarks to run, a comma-separated subset of
-#                      append,validation,state,consumers,webhooks (default: all of them); the sections
+#                      append,validation,state,consumers,retention,webhooks (default: all of them); the sections
 #                      of bench/RESULTS.md that the others wrote stay as they are
 #   BENCH_NO_BUILD=1   benchmark the amebo already installed (no build, no make install)
 #   BENCH_PORT=N       the cluster's port (default: the first free one from 55432)
@@ -17,7 +18,7 @@
 #   BENCH_CONTENTION_SECONDS, BENCH_EVENTS, BENCH_PARTS (e.g. "1,3"): see bench/bench.py.
 #   BENCH_STATE_ROUNDS, BENCH_PROJECTION_ROUNDS, BENCH_STATE_PARTS ...: see bench/state.py.
 #   BENCH_WEBHOOKS=0   skip the webhook delivery benchmark (BENCH_WEBHOOK_*: bench/webhooks.py)
-#   BENCH_CONSUMER_*: see bench/consumers.py
+#   BENCH_CONSUMER_*: see bench/consumers.py; BENCH_RETENTION_*: see bench/retention.py
 # Exits 0 whether the targets are met or not (PASS/MISS is in the report); non-zero only when
 # the benchmark could not run. Leaves nothing running.
 # shellcheck source-path=SCRIPTDIR/..
@@ -26,7 +27,7 @@ cd "$(dirname "$0")/.."
 
 # Whether BENCH_SUITES (default: every suite) names the suite $1.
 suite_wanted() {
-    case ",${BENCH_SUITES:-append,validation,state,consumers,webhooks}," in
+    case ",${BENCH_SUITES:-append,validation,state,consumers,retention,webhooks}," in
         *",$1,"*) return 0 ;;
         *) return 1 ;;
     esac
@@ -74,6 +75,9 @@ run_benchmarks() {
     fi
     if suite_wanted consumers; then
         "$python" bench/consumers.py --host "$dir" --port "$port" --out "$out"
+    fi
+    if suite_wanted retention; then
+        "$python" bench/retention.py --host "$dir" --port "$port" --out "$out"
     fi
     if suite_wanted webhooks && [ "${BENCH_WEBHOOKS:-1}" != 0 ]; then
         # Webhook delivery, on a cluster of its own (wal_level = logical); this one stops

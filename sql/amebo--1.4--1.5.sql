@@ -1031,3 +1031,513 @@ REVOKE EXECUTE ON FUNCTION amebo.consumer_member(text, integer),
     amebo.reset_consumer(text, bigint), amebo.reset_consumer(text, timestamptz),
     amebo.poll(text, integer, integer, interval), amebo.ack(text, integer, uuid[]),
     amebo.nack(text, integer, uuid, interval), amebo.replay_parked(text) FROM PUBLIC;
+
+-------------------------------------------------------------------------------------------
+-- Retention, deletion, erasure
+--
+-- amebo_admin removes events: truncate_stream (a stream's oldest events), delete_stream (all
+-- of a stream's events; hard: for good), set_retention (per category, enforced by the
+-- background worker in small batches); and erases personal data with redact. Only two C
+-- functions change rows of amebo.events (amebo_internal.remove_events and redact_events, see
+-- src/store/removal.cpp); the trigger refuses every other change. A stream's versions never
+-- restart: when all its events are gone, amebo.removed_streams keeps its last version, where
+-- the append path's head probe finds it. See docs/design.md "Retention, deletion and erasure".
+-------------------------------------------------------------------------------------------
+
+-- Streams whose events were all removed at some time: the version their next append continues
+-- from, and the tombstone of a hard delete. The append path reads it only when the stream has
+-- no stored event.
+CREATE TABLE amebo.removed_streams (
+    stream     text        NOT NULL,
+    version    bigint      NOT NULL,
+    tombstone  boolean     NOT NULL DEFAULT false,
+    removed_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT removed_streams_pkey PRIMARY KEY (stream)
+);
+COMMENT ON TABLE amebo.removed_streams IS
+    'amebo: streams emptied by a removal (their last version) and hard-deleted streams';
+SELECT pg_catalog.pg_extension_config_dump('amebo.removed_streams', '');
+GRANT SELECT ON amebo.removed_streams TO amebo_reader;
+
+-- The trigger of amebo.events moves to C, which alone can let the removals through.
+CREATE OR REPLACE FUNCTION amebo_internal.refuse_event_change() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'amebo_refuse_event_change';
+
+-- Retention policies per stream category (the part of a stream's name before its first '-').
+-- The worker's pass resumes from age_checked_through and count_checked_through: every event
+-- at or below them has been looked at for this policy.
+CREATE TABLE amebo.retention_policies (
+    category              text        NOT NULL,
+    max_age               interval,
+    max_count             bigint,
+    age_checked_through   bigint      NOT NULL DEFAULT 0,
+    count_checked_through bigint      NOT NULL DEFAULT 0,
+    removed               bigint      NOT NULL DEFAULT 0,
+    last_pass_at          timestamptz,
+    created_at            timestamptz NOT NULL DEFAULT now(),
+    updated_at            timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT retention_policies_pkey PRIMARY KEY (category),
+    CONSTRAINT retention_policies_max_age_check CHECK (max_age > interval '0'),
+    CONSTRAINT retention_policies_max_count_check CHECK (max_count > 0),
+    CONSTRAINT retention_policies_limit_check CHECK (max_age IS NOT NULL OR max_count IS NOT NULL)
+);
+COMMENT ON TABLE amebo.retention_policies IS
+    'amebo: retention per stream category, enforced by the background worker';
+SELECT pg_catalog.pg_extension_config_dump('amebo.retention_policies', '');
+GRANT SELECT ON amebo.retention_policies TO amebo_reader;
+
+-- The audit trail of erasures: who (the session's login role), when, which stream and paths,
+-- why, and how many events and snapshots changed.
+CREATE TABLE amebo.redactions (
+    id          bigint      GENERATED ALWAYS AS IDENTITY,
+    stream      text        NOT NULL,
+    paths       text[]      NOT NULL,
+    reason      text        NOT NULL,
+    count       bigint      NOT NULL,
+    snapshots   bigint      NOT NULL,
+    redacted_by name        NOT NULL DEFAULT session_user,
+    redacted_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT redactions_pkey PRIMARY KEY (id)
+);
+COMMENT ON TABLE amebo.redactions IS 'amebo: every redaction (erasure of JSON paths)';
+SELECT pg_catalog.pg_extension_config_dump('amebo.redactions', '');
+SELECT pg_catalog.pg_extension_config_dump('amebo.redactions_id_seq', '');
+GRANT SELECT ON amebo.redactions TO amebo_reader;
+
+-- Holds the stream's append lock until the transaction ends, once no other open transaction
+-- has appended to it; returns its head (0: no such stream). Only the owner may call it.
+CREATE FUNCTION amebo_internal.lock_stream(stream text) RETURNS bigint
+LANGUAGE c AS 'MODULE_PATHNAME', 'amebo_lock_stream';
+
+-- Deletes the events at these positions (the only DELETE the trigger lets through).
+CREATE FUNCTION amebo_internal.remove_events(positions bigint[]) RETURNS bigint
+LANGUAGE c AS 'MODULE_PATHNAME', 'amebo_remove_events';
+
+-- Removes the paths from the stream's payloads and metadata (the only UPDATE the trigger lets
+-- through); returns how many events changed.
+CREATE FUNCTION amebo_internal.redact_events(stream text, paths text[]) RETURNS bigint
+LANGUAGE c AS 'MODULE_PATHNAME', 'amebo_redact_events';
+
+-- document without the JSON paths (each a text[] literal such as '{address,street}').
+CREATE FUNCTION amebo_internal.without_paths(document jsonb, paths text[]) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog AS $$
+DECLARE
+    path text;
+BEGIN
+    FOREACH path IN ARRAY paths LOOP
+        document := document #- path::text[];
+    END LOOP;
+    RETURN document;
+END
+$$;
+
+-- Raises 22004/22023 unless paths is a non-empty list of object paths (no array indexes).
+CREATE FUNCTION amebo_internal.check_paths(paths text[]) RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog AS $$
+DECLARE
+    path text;
+    parsed text[];
+BEGIN
+    IF paths IS NULL OR cardinality(paths) = 0 THEN
+        RAISE EXCEPTION 'paths must name at least one JSON path' USING ERRCODE = '22023',
+            HINT = 'For example ARRAY[''{email}'', ''{address,street}''].';
+    END IF;
+    FOREACH path IN ARRAY paths LOOP
+        IF path IS NULL THEN
+            RAISE EXCEPTION 'paths must not contain NULL' USING ERRCODE = '22004';
+        END IF;
+        BEGIN
+            parsed := path::text[];
+        EXCEPTION WHEN invalid_text_representation THEN
+            RAISE EXCEPTION 'malformed JSON path "%"', path USING ERRCODE = '22023',
+                HINT = 'A path is a text array literal such as {address,street}.';
+        END;
+        IF cardinality(parsed) = 0 OR array_ndims(parsed) <> 1 OR NULL = ANY (parsed)
+           OR '' = ANY (parsed) THEN
+            RAISE EXCEPTION 'malformed JSON path "%"', path USING ERRCODE = '22023',
+                HINT = 'A path is a text array literal of object keys such as {address,street}.';
+        END IF;
+        IF EXISTS (SELECT 1 FROM unnest(parsed) k WHERE k ~ '^-?[0-9]+$') THEN
+            RAISE EXCEPTION 'JSON path "%" goes into an array', path USING ERRCODE = '22023',
+                DETAIL = 'redact removes object keys; array elements keep their places.',
+                HINT = 'Name the key that holds the array, or one inside its elements'' object.';
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- Removes the events at these positions; keeps the versions of streams left empty in
+-- amebo.removed_streams; drops the positions from stored webhook messages (a message left
+-- with none is dropped) and from pull consumers' in-flight events. Returns how many went.
+CREATE FUNCTION amebo_internal.remove_positions(positions bigint[]) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    streams text[];
+    heads bigint[];
+    removed bigint;
+BEGIN
+    SELECT array_agg(h.stream), array_agg(h.version) INTO streams, heads
+    FROM (SELECT e.stream, max(e.version) AS version FROM amebo.events e
+          WHERE e.position = ANY (remove_positions.positions) GROUP BY e.stream) h;
+    removed := amebo_internal.remove_events(remove_positions.positions);
+    INSERT INTO amebo.removed_streams AS r (stream, version)
+    SELECT h.stream, h.version FROM unnest(streams, heads) AS h(stream, version)
+    WHERE NOT EXISTS (SELECT 1 FROM amebo.events e WHERE e.stream = h.stream)
+    ON CONFLICT ON CONSTRAINT removed_streams_pkey
+    DO UPDATE SET version = greatest(r.version, excluded.version), removed_at = now();
+    UPDATE amebo.deliveries d
+    SET positions = ARRAY(SELECT p FROM unnest(d.positions) p
+                      WHERE p <> ALL (remove_positions.positions)),
+        updated_at = now()
+    WHERE d.positions && remove_positions.positions;
+    DELETE FROM amebo.deliveries d WHERE d.positions = '{}';
+    DELETE FROM amebo.consumer_events x WHERE x.position = ANY (remove_positions.positions);
+    RETURN removed;
+END
+$$;
+
+-- Raises 55000 when cutting the stream before before_version would leave its state
+-- unrecoverable: its category has a reducer and no snapshot of it is at version
+-- before_version - 1 or later (load_state folds the kept events onto that snapshot).
+CREATE FUNCTION amebo_internal.check_state_kept(stream text, before_version bigint)
+RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM amebo.reducers r WHERE r.category = split_part(stream, '-', 1))
+       AND NOT EXISTS (SELECT 1 FROM amebo.snapshots s
+                       WHERE s.stream = check_state_kept.stream
+                         AND s.version >= before_version - 1)
+       AND EXISTS (SELECT 1 FROM amebo.events e
+                   WHERE e.stream = check_state_kept.stream AND e.version < before_version) THEN
+        RAISE EXCEPTION 'truncating stream "%" before version % would lose its state',
+                        stream, before_version
+            USING ERRCODE = '55000',
+                  DETAIL = format('Category "%s" has a reducer, and no snapshot of the stream '
+                                  'is at version %s or later.',
+                                  split_part(stream, '-', 1), before_version - 1),
+                  HINT = format('Save one first: SELECT amebo.save_snapshot(%L, %s, '
+                                'amebo.replay_state(%L, %s));', stream, before_version - 1,
+                                stream, before_version - 1);
+    END IF;
+END
+$$;
+
+-- Removes the stream's events with a version below before_version (at most its head + 1);
+-- returns how many. The stream's version and the next append's version do not change.
+CREATE FUNCTION amebo.truncate_stream(stream text, before_version bigint) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    head bigint;
+BEGIN
+    IF stream IS NULL OR before_version IS NULL THEN
+        RAISE EXCEPTION 'stream and before_version must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    IF before_version < 1 THEN
+        RAISE EXCEPTION 'before_version must be at least 1' USING ERRCODE = '22023';
+    END IF;
+    head := amebo_internal.lock_stream(stream);
+    IF head = 0 THEN
+        RAISE EXCEPTION 'stream "%" does not exist', stream USING ERRCODE = '42704';
+    END IF;
+    IF before_version > head + 1 THEN
+        RAISE EXCEPTION 'cannot truncate stream "%" before version %: it is beyond the head',
+                        stream, before_version
+            USING ERRCODE = '22023',
+                  DETAIL = format('Stream "%s" is at version %s; before_version may be at most %s.',
+                                  stream, head, head + 1);
+    END IF;
+    PERFORM amebo_internal.check_state_kept(stream, before_version);
+    RETURN amebo_internal.remove_positions(ARRAY(
+        SELECT e.position FROM amebo.events e
+        WHERE e.stream = truncate_stream.stream AND e.version < before_version));
+END
+$$;
+
+-- Removes all of the stream's events and its snapshots; returns how many events went. Soft:
+-- the stream may be appended again and its versions go on. Hard: a tombstone, and every later
+-- append to the stream raises AM010.
+CREATE FUNCTION amebo.delete_stream(stream text, hard boolean DEFAULT false) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    head bigint;
+    removed bigint;
+BEGIN
+    IF stream IS NULL OR hard IS NULL THEN
+        RAISE EXCEPTION 'stream and hard must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    head := amebo_internal.lock_stream(stream);
+    IF head = 0 AND NOT EXISTS (SELECT 1 FROM amebo.removed_streams r
+                                WHERE r.stream = delete_stream.stream) THEN
+        RAISE EXCEPTION 'stream "%" does not exist', stream USING ERRCODE = '42704';
+    END IF;
+    removed := amebo_internal.remove_positions(ARRAY(
+        SELECT e.position FROM amebo.events e WHERE e.stream = delete_stream.stream));
+    INSERT INTO amebo.removed_streams AS r (stream, version, tombstone)
+    VALUES (delete_stream.stream, head, hard)
+    ON CONFLICT ON CONSTRAINT removed_streams_pkey
+    DO UPDATE SET version = greatest(r.version, excluded.version),
+                  tombstone = r.tombstone OR excluded.tombstone, removed_at = now();
+    DELETE FROM amebo.snapshots s WHERE s.stream = delete_stream.stream;
+    RETURN removed;
+END
+$$;
+
+-- Sets the retention policy of a category: the worker removes its events older than max_age
+-- and those more than max_count versions below their stream's head. Both NULL: removes the
+-- policy (42704 if there is none).
+CREATE FUNCTION amebo.set_retention(category text, max_age interval DEFAULT NULL,
+                                    max_count bigint DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF category IS NULL THEN
+        RAISE EXCEPTION 'category must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    IF category !~ '^[^-]{1,255}$' THEN
+        RAISE EXCEPTION 'invalid category "%"', category USING ERRCODE = '22023',
+            DETAIL = 'A category is the part of a stream name before its first "-".';
+    END IF;
+    IF max_age <= interval '0' THEN
+        RAISE EXCEPTION 'max_age must be positive' USING ERRCODE = '22023';
+    END IF;
+    IF max_count < 1 THEN
+        RAISE EXCEPTION 'max_count must be at least 1' USING ERRCODE = '22023';
+    END IF;
+    IF max_age IS NULL AND max_count IS NULL THEN
+        DELETE FROM amebo.retention_policies p WHERE p.category = set_retention.category;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'category "%" has no retention policy', category
+                USING ERRCODE = '42704';
+        END IF;
+        RETURN;
+    END IF;
+    INSERT INTO amebo.retention_policies AS p (category, max_age, max_count)
+    VALUES (set_retention.category, max_age, max_count)
+    ON CONFLICT ON CONSTRAINT retention_policies_pkey
+    DO UPDATE SET max_age = excluded.max_age, max_count = excluded.max_count,
+                  count_checked_through = 0, updated_at = now();
+    PERFORM amebo.wake_worker();
+END
+$$;
+
+-- Removes the paths from the stream's event payloads and metadata and from its snapshots,
+-- records the redaction in amebo.redactions and sends its id on channel amebo_redaction;
+-- returns how many events changed. Validation does not run again.
+CREATE FUNCTION amebo.redact(stream text, paths text[], reason text) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    changed bigint;
+    snapshots bigint;
+    redaction bigint;
+BEGIN
+    IF stream IS NULL OR paths IS NULL OR reason IS NULL THEN
+        RAISE EXCEPTION 'stream, paths and reason must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    IF btrim(reason) = '' THEN
+        RAISE EXCEPTION 'reason must not be empty' USING ERRCODE = '22023';
+    END IF;
+    PERFORM amebo_internal.check_paths(paths);
+    IF NOT EXISTS (SELECT 1 FROM amebo.events e WHERE e.stream = redact.stream)
+       AND NOT EXISTS (SELECT 1 FROM amebo.removed_streams r WHERE r.stream = redact.stream) THEN
+        RAISE EXCEPTION 'stream "%" does not exist', stream USING ERRCODE = '42704';
+    END IF;
+    changed := amebo_internal.redact_events(stream, paths);
+    UPDATE amebo.snapshots s SET state = amebo_internal.without_paths(s.state, paths)
+    WHERE s.stream = redact.stream AND s.state <> amebo_internal.without_paths(s.state, paths);
+    GET DIAGNOSTICS snapshots = ROW_COUNT;
+    INSERT INTO amebo.redactions (stream, paths, reason, count, snapshots)
+    VALUES (redact.stream, paths, reason, changed, snapshots)
+    RETURNING id INTO redaction;
+    PERFORM pg_notify('amebo_redaction', redaction::text);
+    RETURN changed;
+END
+$$;
+
+-- What retention waits on: each subscription, projection and consumer member that has not
+-- processed every event, with the last position up to which it has (retention removes no
+-- event after it). Stored webhook messages and consumers' in-flight events hold back their
+-- first position.
+CREATE VIEW amebo.retention_holds AS
+SELECT 'subscriptions'::text AS holder, 'delivery checkpoint'::text AS name,
+       coalesce((SELECT c.position FROM amebo.delivery_checkpoint c), 0) AS position
+WHERE EXISTS (SELECT 1 FROM amebo.subscriptions s WHERE s.state <> 'disabled')
+UNION ALL
+SELECT 'subscription', s.application || '/' || s.name, min(p.position) - 1
+FROM amebo.deliveries d JOIN amebo.subscriptions s ON s.id = d.subscription_id
+CROSS JOIN LATERAL unnest(d.positions) AS p(position)
+WHERE d.state = 'pending'
+GROUP BY s.application, s.name
+UNION ALL
+SELECT 'projection', p.name, p.position FROM amebo.projections p
+WHERE p.mode = 'async' OR p.state = 'paused'
+UNION ALL
+SELECT 'consumer', m.consumer || '/' || m.member,
+       least(m.position, (SELECT min(x.position) - 1 FROM amebo.consumer_events x
+                          WHERE x.consumer = m.consumer AND x.member = m.member))
+FROM amebo.consumer_members m;
+COMMENT ON VIEW amebo.retention_holds IS
+    'amebo: subscriptions, projections and consumers whose unprocessed events retention keeps';
+GRANT SELECT ON amebo.retention_holds TO amebo_reader;
+
+-- The position at or below which retention may remove events: every holder has processed
+-- them, and they are settled (committed, or never to commit).
+CREATE FUNCTION amebo_internal.retention_horizon() RETURNS bigint
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT least(amebo.settled_position(), (SELECT min(h.position) FROM amebo.retention_holds h))
+$$;
+
+-- Each policy, what its pass has removed and looked at, and what it waits on (the holder with
+-- the lowest position, when that is below the settled position).
+CREATE VIEW amebo.retention_status AS
+SELECT p.category, p.max_age, p.max_count, p.removed, p.last_pass_at,
+       least(CASE WHEN p.max_age IS NULL THEN NULL ELSE p.age_checked_through END,
+             CASE WHEN p.max_count IS NULL THEN NULL ELSE p.count_checked_through END)
+           AS checked_through,
+       h.position AS horizon,
+       CASE WHEN h.position < amebo.settled_position() THEN w.holder || ' ' || w.name END
+           AS waiting_on
+FROM amebo.retention_policies p
+CROSS JOIN (SELECT amebo_internal.retention_horizon() AS position) h
+LEFT JOIN LATERAL (SELECT x.holder, x.name FROM amebo.retention_holds x
+                   ORDER BY x.position, x.holder, x.name LIMIT 1) w ON true;
+COMMENT ON VIEW amebo.retention_status IS
+    'amebo: each retention policy, what it removed and what it waits on';
+GRANT SELECT ON amebo.retention_status TO amebo_reader;
+
+-- The max_age part of one policy's pass: looks at up to max_events events after
+-- age_checked_through (up to horizon) and removes those of the category older than max_age,
+-- stopping at the first one it must keep (too young, or not covered by a snapshot while the
+-- category has a reducer). Returns how many it looked at.
+CREATE FUNCTION amebo_internal.retain_by_age(policy amebo.retention_policies, horizon bigint,
+                                             max_events integer)
+RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    has_reducer boolean;
+    looked integer;
+    last_looked bigint;
+    first_kept bigint;
+    old_enough bigint[];
+    removed_now bigint;
+BEGIN
+    IF policy.max_age IS NULL THEN
+        RETURN 0;
+    END IF;
+    has_reducer := EXISTS (SELECT 1 FROM amebo.reducers r WHERE r.category = policy.category);
+    SELECT count(*), max(w.position), min(w.position) FILTER (WHERE w.mine AND NOT w.removable),
+           array_agg(w.position) FILTER (WHERE w.mine AND w.removable)
+    INTO looked, last_looked, first_kept, old_enough
+    FROM (SELECT e.position, split_part(e.stream, '-', 1) = policy.category AS mine,
+                 e.recorded_at < now() - policy.max_age
+                 AND (NOT has_reducer
+                      OR e.version <= (SELECT max(s.version) FROM amebo.snapshots s
+                                       WHERE s.stream = e.stream)) AS removable
+          FROM amebo.events e
+          WHERE e.position > policy.age_checked_through AND e.position <= horizon
+          ORDER BY e.position LIMIT max_events) w;
+    IF looked = 0 THEN
+        RETURN 0;
+    END IF;
+    removed_now := amebo_internal.remove_positions(ARRAY(
+        SELECT p FROM unnest(old_enough) p WHERE p < coalesce(first_kept, last_looked + 1)));
+    UPDATE amebo.retention_policies p
+    SET age_checked_through = coalesce(first_kept - 1, last_looked),
+        removed = p.removed + removed_now
+    WHERE p.category = policy.category;
+    RETURN CASE WHEN first_kept IS NULL THEN looked ELSE 0 END;
+END
+$$;
+
+-- The max_count part of one policy's pass: for the streams of the category appended at
+-- positions after count_checked_through (up to horizon, at most max_events events looked
+-- at), removes the events more than max_count versions below the head (and, while the
+-- category has a reducer, only those a snapshot covers). Returns how many it looked at.
+CREATE FUNCTION amebo_internal.retain_by_count(policy amebo.retention_policies,
+                                               horizon bigint, max_events integer)
+RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    has_reducer boolean;
+    looked integer;
+    last_looked bigint;
+    beyond bigint[];
+    removed_now bigint;
+BEGIN
+    IF policy.max_count IS NULL THEN
+        RETURN 0;
+    END IF;
+    has_reducer := EXISTS (SELECT 1 FROM amebo.reducers r WHERE r.category = policy.category);
+    SELECT count(*), max(w.position) INTO looked, last_looked
+    FROM (SELECT e.position FROM amebo.events e
+          WHERE e.position > policy.count_checked_through AND e.position <= horizon
+          ORDER BY e.position LIMIT max_events) w;
+    IF looked = 0 THEN
+        RETURN 0;
+    END IF;
+    beyond := ARRAY(
+        SELECT old.position
+        FROM (SELECT DISTINCT e.stream FROM amebo.events e
+              WHERE e.position > policy.count_checked_through AND e.position <= last_looked
+                AND split_part(e.stream, '-', 1) = policy.category) s
+        CROSS JOIN LATERAL (
+            SELECT least(max(e.version) - policy.max_count,
+                         CASE WHEN has_reducer
+                              THEN coalesce((SELECT max(x.version) FROM amebo.snapshots x
+                                             WHERE x.stream = s.stream), 0) END) AS version
+            FROM amebo.events e WHERE e.stream = s.stream) cut
+        JOIN amebo.events old ON old.stream = s.stream AND old.version <= cut.version
+                             AND old.position <= horizon
+        ORDER BY old.position LIMIT max_events);
+    removed_now := amebo_internal.remove_positions(beyond);
+    -- A full batch of removals may have left more behind in these streams: look again.
+    UPDATE amebo.retention_policies p
+    SET count_checked_through = CASE WHEN cardinality(beyond) < max_events THEN last_looked
+                                     ELSE p.count_checked_through END,
+        removed = p.removed + removed_now
+    WHERE p.category = policy.category;
+    RETURN greatest(looked, cardinality(beyond));
+END
+$$;
+
+-- One retention step of the background worker: for each policy, looks at up to max_events
+-- events by age and by count and removes what the policy allows and no holder needs, in this
+-- one transaction. Returns the events looked at (the worker runs again at once while that
+-- fills a batch).
+CREATE FUNCTION amebo_internal.run_retention(max_events integer DEFAULT 1000) RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    policy amebo.retention_policies;
+    horizon bigint;
+    looked integer := 0;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM amebo.retention_policies) THEN
+        RETURN 0;
+    END IF;
+    horizon := amebo_internal.retention_horizon();
+    FOR policy IN SELECT * FROM amebo.retention_policies p ORDER BY p.category
+                  FOR UPDATE SKIP LOCKED LOOP
+        looked := greatest(looked, amebo_internal.retain_by_age(policy, horizon, max_events));
+        looked := greatest(looked, amebo_internal.retain_by_count(policy, horizon, max_events));
+        UPDATE amebo.retention_policies p SET last_pass_at = now()
+        WHERE p.category = policy.category;
+    END LOOP;
+    RETURN looked;
+END
+$$;
+
+-- The removal and erasure functions are amebo_admin's; PUBLIC gets nothing.
+REVOKE EXECUTE ON FUNCTION amebo_internal.lock_stream(text),
+    amebo_internal.remove_events(bigint[]), amebo_internal.redact_events(text, text[]),
+    amebo_internal.without_paths(jsonb, text[]), amebo_internal.check_paths(text[]),
+    amebo_internal.remove_positions(bigint[]), amebo_internal.check_state_kept(text, bigint),
+    amebo.truncate_stream(text, bigint), amebo.delete_stream(text, boolean),
+    amebo.set_retention(text, interval, bigint), amebo.redact(text, text[], text),
+    amebo_internal.retention_horizon(),
+    amebo_internal.retain_by_age(amebo.retention_policies, bigint, integer),
+    amebo_internal.retain_by_count(amebo.retention_policies, bigint, integer),
+    amebo_internal.run_retention(integer) FROM PUBLIC;
+-- amebo.retention_status calls retention_horizon with its reader's privileges.
+GRANT EXECUTE ON FUNCTION amebo_internal.retention_horizon() TO amebo_reader;
+GRANT EXECUTE ON FUNCTION amebo.truncate_stream(text, bigint), amebo.delete_stream(text, boolean),
+    amebo.set_retention(text, interval, bigint), amebo.redact(text, text[], text)
+    TO amebo_admin;

@@ -19,6 +19,7 @@ inline constexpr char kIncompatibleSchema[] =
 inline constexpr char kInvalidSchema[] = "AM007";
 inline constexpr char kSnapshotBeyondVersion[] = "AM008"; // raised by amebo.save_snapshot (SQL)
 inline constexpr char kEventNotLeased[] = "AM009"; // raised by amebo.ack and amebo.nack (SQL)
+inline constexpr char kStreamDeleted[] = "AM010";  // an append to a hard-deleted stream
 // Standard codes amebo uses for bad input.
 inline constexpr char kNullValueNotAllowed[] = "22004";
 inline constexpr char kInvalidParameterValue[] = "22023";

@@ -66,13 +66,11 @@ Reducer LookupReducer(text *stream) {
     return reducer;
 }
 
-// Starts fold at the newest snapshot (if use_snapshot and there is one) or the initial state.
-void StartFold(text *stream, const Reducer &reducer, bool use_snapshot, Fold *fold) {
+// Starts fold at the newest snapshot (if there is one) or the initial state.
+void StartFold(text *stream, const Reducer &reducer, Fold *fold) {
     fold->state = reducer.initial_state;
     fold->version = 0;
     fold->owns_state = false;
-    if (!use_snapshot)
-        return;
     SPI_connect();
     Oid argtypes[1] = {TEXTOID};
     Datum args[1] = {PointerGetDatum(stream)};
@@ -84,6 +82,49 @@ void StartFold(text *stream, const Reducer &reducer, bool use_snapshot, Fold *fo
         fold->state = SpiValue(2, &isnull);
     }
     SPI_finish();
+}
+
+// Starts a replay: from the initial state while the stream still has its first event; after a
+// truncation, from the oldest snapshot at or after the cut (truncate_stream refuses a cut that
+// no snapshot covers), which must not be beyond up_to_version.
+void StartReplay(text *stream, const Reducer &reducer, Fold *fold) {
+    fold->state = reducer.initial_state;
+    fold->version = 0;
+    fold->owns_state = false;
+    SPI_connect();
+    Oid argtypes[2] = {TEXTOID, INT8OID};
+    Datum args[2] = {PointerGetDatum(stream), Int64GetDatum(fold->up_to_version)};
+    SpiQuery(
+        "SELECT f.version, s.version, s.state "
+        "FROM (SELECT (SELECT e.version FROM amebo.events e WHERE e.stream = $1 "
+        "              ORDER BY e.version LIMIT 1) AS version) f "
+        "LEFT JOIN LATERAL (SELECT x.version, x.state FROM amebo.snapshots x "
+        "                   WHERE x.stream = $1 "
+        "                     AND x.version >= coalesce(f.version - 1, amebo.stream_version($1)) "
+        "                     AND ($2 < 0 OR x.version <= $2) "
+        "                   ORDER BY x.version LIMIT 1) s ON f.version IS DISTINCT FROM 1",
+        2, argtypes, args, true);
+    bool first_isnull;
+    bool snapshot_isnull;
+    Datum first_version = SpiValue(1, &first_isnull);
+    int64 first = first_isnull ? 0 : DatumGetInt64(first_version);
+    Datum snapshot_version = SpiValue(2, &snapshot_isnull);
+    if (!snapshot_isnull) {
+        bool isnull;
+        fold->version = DatumGetInt64(snapshot_version);
+        fold->state = SpiValue(3, &isnull);
+    }
+    SPI_finish();
+    if (first > 1 && snapshot_isnull)
+        throw Error(sqlstate::kObjectNotInPrerequisiteState,
+                    "stream \"" + std::string(pg::TextView(stream)) +
+                        "\" was truncated and no snapshot covers the cut",
+                    "Its first stored event has version " + std::to_string(first) +
+                        "; a replay needs a snapshot at version " + std::to_string(first - 1) +
+                        " or later" +
+                        (fold->up_to_version >= 0
+                             ? ", at most " + std::to_string(fold->up_to_version) + "."
+                             : "."));
 }
 
 // Applies the reducer to one event; the state lives in the caller's context, the rest in a
@@ -172,7 +213,7 @@ extern "C" Datum amebo_load_state(PG_FUNCTION_ARGS) {
         Reducer reducer = LookupReducer(stream);
         Fold fold;
         fold.up_to_version = -1;
-        StartFold(stream, reducer, true, &fold);
+        StartFold(stream, reducer, &fold);
         RunFold(stream, reducer, &fold);
         if (fold.replayed > reducer.snapshot_every && !RecoveryInProgress() && !XactReadOnly &&
             MaySaveSnapshots())
@@ -194,7 +235,7 @@ extern "C" Datum amebo_replay_state(PG_FUNCTION_ARGS) {
         Reducer reducer = LookupReducer(stream);
         Fold fold;
         fold.up_to_version = PG_ARGISNULL(1) ? -1 : PG_GETARG_INT64(1);
-        StartFold(stream, reducer, false, &fold);
+        StartReplay(stream, reducer, &fold);
         RunFold(stream, reducer, &fold);
         return fold.state;
     });

@@ -138,6 +138,39 @@ Retry CheckRetry(AppendTarget *target, text *stream, const NewEvent *events, int
                 "A retry must repeat the whole batch exactly.");
 }
 
+// Throws the error for an append to a stream deleted for good.
+[[noreturn]] void StreamDeleted(text *stream, int64 version) {
+    std::string name(pg::TextView(stream));
+    throw Error(sqlstate::kStreamDeleted, "stream \"" + name + "\" is deleted",
+                "Stream \"" + name + "\" was deleted for good (hard) at version " +
+                    std::to_string(version) + "; it takes no more events.",
+                "Append to another stream.");
+}
+
+// The stream's head with a dirty snapshot: its highest stored version, or the version its
+// events were removed at when none is stored (0 for a new stream). Sets *wait_for when
+// another open transaction wrote the head, and *tombstone for a stream deleted for good.
+int64 ReadHead(AppendTarget *target, text *stream, TransactionId *wait_for, bool *tombstone) {
+    SnapshotData dirty;
+    InitDirtySnapshot(dirty);
+    Probe head = ProbeStreamHead(target->heap, target->stream_version_index, &dirty, stream,
+                                 target->probe_slot);
+    *wait_for = head.in_progress;
+    *tombstone = false;
+    if (head.found) {
+        int64 version = SlotVersion(target->probe_slot);
+        ExecClearTuple(target->probe_slot);
+        return version;
+    }
+    if (!OpenRemovedStreams(target))
+        return 0;
+    InitDirtySnapshot(dirty);
+    StreamFloor floor = ProbeStreamFloor(target->removed_streams, target->removed_streams_index,
+                                         &dirty, stream, target->removed_slot);
+    *tombstone = floor.tombstone;
+    return floor.version;
+}
+
 // Throws the dedicated version-conflict error.
 [[noreturn]] void VersionConflict(text *stream, int64 expected, int64 actual) {
     std::string name(pg::TextView(stream));
@@ -210,13 +243,11 @@ Appended AppendBatch(text *stream, const NewEvent *events, int count, bool has_e
     LOCKTAG lock = StreamLockTag(stream);
     for (;;) {
         LockAcquire(&lock, ExclusiveLock, false, false);
-        SnapshotData dirty;
-        InitDirtySnapshot(dirty);
-        Probe head = ProbeStreamHead(target->heap, target->stream_version_index, &dirty, stream,
-                                     target->probe_slot);
-        int64 version = head.found ? SlotVersion(target->probe_slot) : 0;
-        ExecClearTuple(target->probe_slot);
-        TransactionId wait_for = head.in_progress;
+        TransactionId wait_for;
+        bool tombstone;
+        int64 version = ReadHead(target, stream, &wait_for, &tombstone);
+        if (tombstone)
+            StreamDeleted(stream, version);
         if (!TransactionIdIsValid(wait_for)) {
             int64 stored_version = 0;
             Retry retry = CheckRetry(target, stream, events, count, &stored_version, &wait_for);
@@ -236,6 +267,21 @@ Appended AppendBatch(text *stream, const NewEvent *events, int count, bool has_e
         }
         // Another open transaction appended to this stream or stored one of our ids: wait
         // for it to end, then look again.
+        LockRelease(&lock, ExclusiveLock, false);
+        XactLockTableWait(wait_for, target->heap, nullptr, XLTW_None);
+    }
+}
+
+int64 LockStreamForRemoval(text *stream) {
+    AppendTarget *target = OpenAppendTarget();
+    LOCKTAG lock = StreamLockTag(stream);
+    for (;;) {
+        LockAcquire(&lock, ExclusiveLock, false, false);
+        TransactionId wait_for;
+        bool tombstone;
+        int64 version = ReadHead(target, stream, &wait_for, &tombstone);
+        if (!TransactionIdIsValid(wait_for))
+            return version;
         LockRelease(&lock, ExclusiveLock, false);
         XactLockTableWait(wait_for, target->heap, nullptr, XLTW_None);
     }

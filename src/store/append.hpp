@@ -32,6 +32,11 @@ struct Appended {
 Appended AppendBatch(text *stream, const NewEvent *events, int count, bool has_expected,
                      int64 expected, WantRows want_rows);
 
+// Takes the stream's short lock until the end of the transaction, once no other open
+// transaction has appended to the stream, and returns its head (what the next append would
+// continue from). Removals call it so that no append interleaves with them.
+int64 LockStreamForRemoval(text *stream);
+
 // A new time-ordered event id (UUID version 7).
 pg_uuid_t *NewEventId();
 

@@ -4,6 +4,7 @@
 #include "core/error.hpp"
 
 extern "C" {
+#include "storage/bufmgr.h"
 #include "utils/acl.h"
 }
 
@@ -42,6 +43,11 @@ void CloseAppendTarget() {
     CurrentResourceOwner = TopTransactionResourceOwner;
     ExecDropSingleTupleTableSlot(g_target->insert_slot);
     ExecDropSingleTupleTableSlot(g_target->probe_slot);
+    if (g_target->removed_streams != nullptr) {
+        ExecDropSingleTupleTableSlot(g_target->removed_slot);
+        index_close(g_target->removed_streams_index, NoLock);
+        table_close(g_target->removed_streams, NoLock);
+    }
     ExecCloseIndices(g_target->result_rel);
     table_close(g_target->heap, NoLock);
     FreeExecutorState(g_target->estate);
@@ -77,7 +83,8 @@ void OnRelcacheInvalidation(Datum, Oid relid) {
         g_target_stale = true;
     if (relid == InvalidOid || relid == g_catalog.events || relid == g_catalog.position_index ||
         relid == g_catalog.stream_version_index || relid == g_catalog.event_id_index ||
-        relid == g_catalog.position_sequence)
+        relid == g_catalog.position_sequence || relid == g_catalog.removed_streams ||
+        relid == g_catalog.removed_streams_index)
         g_catalog_valid = false;
 }
 
@@ -102,7 +109,9 @@ Probe FirstInIndex(Relation heap, Relation index, Snapshot snapshot, ScanKey key
 } // namespace
 
 EventCatalog LookupEventCatalog() {
-    if (g_catalog_valid)
+    // Before version 1.5 amebo.removed_streams is missing: look again until an update adds
+    // it, so that no session misses a tombstone written after the update.
+    if (g_catalog_valid && OidIsValid(g_catalog.removed_streams))
         return g_catalog;
     Oid schema = get_namespace_oid("amebo", true);
     if (!OidIsValid(schema))
@@ -115,6 +124,11 @@ EventCatalog LookupEventCatalog() {
     catalog.stream_version_index = RelationInSchema(schema, "events_stream_version_key");
     catalog.event_id_index = RelationInSchema(schema, "events_event_id_key");
     catalog.position_sequence = RelationInSchema(schema, "events_position_seq");
+    // Version 1.5 added amebo.removed_streams; a database still on an older version has none.
+    catalog.removed_streams = get_relname_relid("removed_streams", schema);
+    catalog.removed_streams_index = OidIsValid(catalog.removed_streams)
+                                        ? RelationInSchema(schema, "removed_streams_pkey")
+                                        : InvalidOid;
     g_catalog = catalog;
     g_catalog_valid = true;
     return catalog;
@@ -159,6 +173,23 @@ AppendTarget *OpenAppendTarget() {
     return target;
 }
 
+bool OpenRemovedStreams(AppendTarget *target) {
+    if (target->removed_streams != nullptr)
+        return true;
+    if (!OidIsValid(target->catalog.removed_streams))
+        return false;
+    MemoryContext saved_context = MemoryContextSwitchTo(TopTransactionContext);
+    ResourceOwner saved_owner = CurrentResourceOwner;
+    CurrentResourceOwner = TopTransactionResourceOwner;
+    target->removed_streams = table_open(target->catalog.removed_streams, AccessShareLock);
+    target->removed_streams_index =
+        index_open(target->catalog.removed_streams_index, AccessShareLock);
+    target->removed_slot = table_slot_create(target->removed_streams, nullptr);
+    CurrentResourceOwner = saved_owner;
+    MemoryContextSwitchTo(saved_context);
+    return true;
+}
+
 void InsertEvent(AppendTarget *target, Datum *copy) {
     MemoryContext saved = MemoryContextSwitchTo(GetPerTupleMemoryContext(target->estate));
     HeapTuple tuple =
@@ -185,6 +216,24 @@ Probe ProbeStreamHead(Relation heap, Relation index, Snapshot snapshot, text *st
     ScanKeyEntryInitialize(&key, 0, 1, BTEqualStrategyNumber, InvalidOid, index->rd_indcollation[0],
                            F_TEXTEQ, PointerGetDatum(stream));
     return FirstInIndex(heap, index, snapshot, &key, 1, BackwardScanDirection, slot);
+}
+
+StreamFloor ProbeStreamFloor(Relation removed_streams, Relation index, Snapshot snapshot,
+                             text *stream, TupleTableSlot *slot) {
+    StreamFloor floor{false, 0, false};
+    if (removed_streams == nullptr || RelationGetNumberOfBlocks(removed_streams) == 0)
+        return floor;
+    ScanKeyData key;
+    ScanKeyEntryInitialize(&key, 0, 1, BTEqualStrategyNumber, InvalidOid, index->rd_indcollation[0],
+                           F_TEXTEQ, PointerGetDatum(stream));
+    if (!FirstInIndex(removed_streams, index, snapshot, &key, 1, ForwardScanDirection, slot).found)
+        return floor;
+    bool isnull;
+    floor.found = true;
+    floor.version = DatumGetInt64(slot_getattr(slot, kRemovedVersion, &isnull));
+    floor.tombstone = DatumGetBool(slot_getattr(slot, kRemovedTombstone, &isnull));
+    ExecClearTuple(slot);
+    return floor;
 }
 
 Probe ProbeEventId(Relation heap, Relation index, Snapshot snapshot, pg_uuid_t *event_id,

@@ -82,6 +82,21 @@ void ActionsArgument(FunctionCallInfo fcinfo, int arg, EventFilter *filter) {
             throw Error(sqlstate::kNullValueNotAllowed, "actions must not contain NULL");
 }
 
+// The version a stream whose events were all removed stands at, in the caller's snapshot
+// (0 for a stream that never had events).
+int64 RemovedStreamVersion(const EventCatalog &catalog, text *stream) {
+    if (!OidIsValid(catalog.removed_streams))
+        return 0;
+    Relation removed = table_open(catalog.removed_streams, AccessShareLock);
+    Relation index = index_open(catalog.removed_streams_index, AccessShareLock);
+    TupleTableSlot *slot = table_slot_create(removed, nullptr);
+    StreamFloor floor = ProbeStreamFloor(removed, index, GetActiveSnapshot(), stream, slot);
+    ExecDropSingleTupleTableSlot(slot);
+    index_close(index, AccessShareLock);
+    table_close(removed, AccessShareLock);
+    return floor.version;
+}
+
 } // namespace
 
 } // namespace amebo::store
@@ -118,7 +133,8 @@ extern "C" Datum amebo_stream_version(PG_FUNCTION_ARGS) {
         TupleTableSlot *slot = table_slot_create(heap, nullptr);
         Probe head = ProbeStreamHead(heap, index, GetActiveSnapshot(), stream, slot);
         bool isnull;
-        int64 version = head.found ? DatumGetInt64(slot_getattr(slot, kVersion, &isnull)) : 0;
+        int64 version = head.found ? DatumGetInt64(slot_getattr(slot, kVersion, &isnull))
+                                   : RemovedStreamVersion(catalog, stream);
         ExecDropSingleTupleTableSlot(slot);
         index_close(index, AccessShareLock);
         table_close(heap, AccessShareLock);

@@ -1,5 +1,6 @@
 // The background worker's life: connect, then loop: apply async projections
-// (projection_pass), deliver webhooks (delivery/service), and wait on the latch, curl's
+// (projection_pass), deliver webhooks (delivery/service), enforce retention policies
+// (retention_pass), and wait on the latch, curl's
 // sockets and timers together until a commit, a reply or the fallback timer wakes it. Never a
 // transaction held while idle or across an HTTP call.
 #include "worker/worker.hpp"
@@ -16,6 +17,7 @@
 #include "store/inflight.hpp"
 #include "worker/launcher.hpp"
 #include "worker/projection_pass.hpp"
+#include "worker/retention_pass.hpp"
 #include "worker/shared_state.hpp"
 
 extern "C" {
@@ -91,11 +93,12 @@ void ServiceInterrupts() {
     }
 }
 
-// The loop: projections, deliveries, then a wait that also drives HTTP transfers.
+// The loop: projections, deliveries, retention, then a wait that also drives HTTP transfers.
 void RunLoop() {
     std::string database = settings::database_name;
     delivery::DeliveryService deliveries(CountSubscriptionChanges);
     ProjectionSchedule projections;
+    RetentionSchedule retention;
     // The worker's own changes of stored messages do not wake it (see the deliveries trigger).
     pg::Call(
         [] { SetConfigOption("application_name", "amebo worker", PGC_USERSET, PGC_S_SESSION); });
@@ -120,13 +123,17 @@ void RunLoop() {
         DeliverSafely(deliveries, [&] { deliveries.Step(changed); });
         auto figures = deliveries.Figures();
         PublishDelivery(!figures.empty(), figures);
+        if (retention.Due(woken_by_call))
+            retention.Ran(RunRetentionSafely());
         if (!projections.more && requests == WakeRequests() && wakes == Wakes()) {
+            // Until the next retention batch at most (100 ms while a pass has work left).
+            int wait_ms = static_cast<int>(retention.WaitMilliseconds());
             // Delivering, the service waits on the latch and its sockets together.
             if (deliveries.Active()) {
-                DeliverSafely(deliveries, [&] { deliveries.Wait(settings::worker_naptime); });
+                DeliverSafely(deliveries, [&] { deliveries.Wait(wait_ms); });
             } else {
-                (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-                                settings::worker_naptime, PG_WAIT_EXTENSION);
+                (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, wait_ms,
+                                PG_WAIT_EXTENSION);
                 ResetLatch(MyLatch);
             }
         }
@@ -138,6 +145,7 @@ void RunLoop() {
                 proc_exit(0);
             ApplyNice();
             projections.next_run = 0; // a pass right away, under the new settings
+            retention.next_run = 0;
         }
     }
 }

@@ -126,6 +126,9 @@ EXISTING = {
     "events": "'[{\"action\": \"hostile.regex\", \"payload\": {\"s\": \"a\"}}]'",
     "reducer": "'hostile.reduce(jsonb,amebo.events)'",
     "argtypes": "ARRAY['amebo.events']::regtype[]", "rettype": "'void'",
+    "paths": "ARRAY['{s}']", "reason": "'hostile erasure'", "before_version": "1",
+    "positions": "ARRAY(SELECT position FROM amebo.events ORDER BY position LIMIT 2)",
+    "policy": "(SELECT p FROM amebo.retention_policies p LIMIT 1)", "max_events": "10",
 }
 FRESH = {"application": "'hostile_new'", "subscription": "'hostile-new'",
          "action": "'hostile.new'", "stream": "'hostile-new'", "category": "'hostilenew'",

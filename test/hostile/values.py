@@ -290,11 +290,40 @@ def boolean_values():
     return [("true", "true"), ("false", "false")] + casts_from_text("boolean", "yes")
 
 
+# Values of the JSON paths of redact: deep, many, array indexes, odd keys.
+def path_values():
+    deep = "{" + ",".join(["a"] * 10000) + "}"
+    return [
+        ("10,000-deep path", f"ARRAY['{deep}']"),
+        ("100,000 paths", "ARRAY(SELECT '{k' || g || '}' FROM generate_series(1, 100000) g)"),
+        ("array index", "ARRAY['{0}']"),
+        ("negative index", "ARRAY['{s,-1}']"),
+        ("empty key", "ARRAY['{\"\"}']"),
+        ("quoted key", "ARRAY['{\"a,b\",\"}\"}']"),
+        ("unicode key", "ARRAY['{\u00e9,\u2603}']"),
+        ("path of 1 MB", f"ARRAY['{{{'k' * 1_000_000}}}']"),
+        ("unterminated", "ARRAY['{a']"),
+        ("not a path", "ARRAY['a']"),
+    ]
+
+
+# Values of a bigint[] parameter (positions).
+def bigint_array_values():
+    return [
+        ("{}", "'{}'::bigint[]"),
+        ("{NULL}", "'{NULL}'::bigint[]"),
+        ("negative", "ARRAY[-1, -9223372036854775808]::bigint[]"),
+        ("1,000,000 positions", "ARRAY(SELECT generate_series(1, 1000000))::bigint[]"),
+        ("2-D", "'{{1,2},{3,4}}'::bigint[]"),
+    ] + casts_from_text("bigint[]", "{1}")
+
+
 VALUES_BY_TYPE = {
     "integer": lambda: integer_values(32),
     "bigint": lambda: integer_values(64),
     "double precision": double_values,
     "text[]": text_array_values,
+    "bigint[]": bigint_array_values,
     "regtype[]": regtype_array_values,
     "regprocedure": regprocedure_values,
     "regrole": regrole_values,
@@ -308,6 +337,8 @@ VALUES_BY_TYPE = {
 
 # The hostile values of a parameter, from its type and name.
 def values_for(sql_type, name, limit):
+    if name == "paths":
+        return path_values() + text_array_values()
     if sql_type == "text":
         values = text_values()
         if any(word in name for word in ("url", "handler", "address")):
