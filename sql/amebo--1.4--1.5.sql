@@ -497,8 +497,8 @@ CREATE TRIGGER consumers_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON
 
 -- Each member's cursor: every event of its share at or below position has been handed out
 -- (or recorded as held behind an earlier event of its stream). Every event of the member in
--- flight and not parked lies after in_flight_after, where the poll's scans of its in-flight
--- events start: acknowledged events leave dead index entries behind until VACUUM, and the
+-- flight and not parked lies after in_flight_after, where the scans of its in-flight events
+-- (poll's and ack's) start: acknowledged events leave dead index entries behind until VACUUM, and the
 -- scans step over them only once.
 CREATE TABLE amebo.consumer_members (
     consumer        text    NOT NULL,
@@ -765,7 +765,7 @@ DECLARE
     cursor_at bigint;
     flight_after bigint;
     settled bigint;
-    blocked text[];
+    blocked text[] := '{}';
     taken integer := 0;
     scanned integer := 0;
     last_scanned bigint;
@@ -800,35 +800,42 @@ BEGIN
     SELECT m.position, m.in_flight_after INTO cursor_at, flight_after
     FROM amebo.consumer_members m
     WHERE m.consumer = c.name AND m.member = poll.member FOR UPDATE;
-
-    -- An expired lease counts as a failed attempt: past max_retries the event is parked.
-    UPDATE amebo.consumer_events x SET state = 'parked', due_at = NULL, updated_at = now_at
-    WHERE x.consumer = c.name AND x.member = poll.member AND x.position > flight_after
-      AND x.state = 'leased' AND x.due_at <= now_at AND x.attempt > c.max_retries;
-    SELECT coalesce(array_agg(DISTINCT x.stream), '{}') INTO blocked FROM amebo.consumer_events x
-    WHERE x.consumer = c.name AND x.member = poll.member AND x.position > flight_after
-      AND x.state IN ('leased', 'retry') AND x.due_at > now_at;
-
-    -- In-flight events that are due, of streams that are not blocked, in position order.
-    RETURN QUERY
-    WITH due AS MATERIALIZED (
-        SELECT x.position FROM amebo.consumer_events x
+    -- Asked again under the lock: a poll, nack or replay_parked may have committed since.
+    -- With none in flight (as after a batch acknowledged whole) none is due or blocks a stream.
+    IF EXISTS (SELECT 1 FROM amebo.consumer_events x
+               WHERE x.consumer = c.name AND x.member = poll.member
+                 AND x.position > flight_after AND x.state <> 'parked') THEN
+        -- An expired lease counts as a failed attempt: past max_retries the event is parked.
+        UPDATE amebo.consumer_events x SET state = 'parked', due_at = NULL, updated_at = now_at
         WHERE x.consumer = c.name AND x.member = poll.member AND x.position > flight_after
-          AND x.state <> 'parked' AND x.stream <> ALL (blocked)
-        ORDER BY x.position LIMIT max_count
-    ), leased AS (
-        UPDATE amebo.consumer_events x
-        SET state = 'leased', attempt = x.attempt + 1, due_at = now_at + lease, updated_at = now_at
-        FROM due
-        WHERE x.consumer = c.name AND x.member = poll.member AND x.position = due.position
-          AND (x.state = 'held' OR x.due_at <= now_at)
-        RETURNING x.position, x.attempt
-    )
-    SELECT ev.position, ev.event_id, ev.stream, ev.version, ev.action, ev.payload, ev.metadata,
-           ev.recorded_at, ev.schema_version, leased.attempt
-    FROM leased JOIN amebo.events ev ON ev.position = leased.position
-    ORDER BY ev.position;
-    GET DIAGNOSTICS taken = ROW_COUNT;
+          AND x.state = 'leased' AND x.due_at <= now_at AND x.attempt > c.max_retries;
+        SELECT coalesce(array_agg(DISTINCT x.stream), '{}') INTO blocked
+        FROM amebo.consumer_events x
+        WHERE x.consumer = c.name AND x.member = poll.member AND x.position > flight_after
+          AND x.state IN ('leased', 'retry') AND x.due_at > now_at;
+
+        -- In-flight events that are due, of streams that are not blocked, in position order.
+        RETURN QUERY
+        WITH due AS MATERIALIZED (
+            SELECT x.position FROM amebo.consumer_events x
+            WHERE x.consumer = c.name AND x.member = poll.member AND x.position > flight_after
+              AND x.state <> 'parked' AND x.stream <> ALL (blocked)
+            ORDER BY x.position LIMIT max_count
+        ), leased AS (
+            UPDATE amebo.consumer_events x
+            SET state = 'leased', attempt = x.attempt + 1, due_at = now_at + lease,
+                updated_at = now_at
+            FROM due
+            WHERE x.consumer = c.name AND x.member = poll.member AND x.position = due.position
+              AND (x.state = 'held' OR x.due_at <= now_at)
+            RETURNING x.position, x.attempt
+        )
+        SELECT ev.position, ev.event_id, ev.stream, ev.version, ev.action, ev.payload, ev.metadata,
+               ev.recorded_at, ev.schema_version, leased.attempt
+        FROM leased JOIN amebo.events ev ON ev.position = leased.position
+        ORDER BY ev.position;
+        GET DIAGNOSTICS taken = ROW_COUNT;
+    END IF;
 
     -- New events after the cursor: leased, or held when their stream is blocked. (Every
     -- event in flight lies at or below the cursor, so the rows after it are this scan's.)
@@ -886,11 +893,19 @@ BEGIN
     IF event_ids IS NULL OR array_position(event_ids, NULL) IS NOT NULL THEN
         RAISE EXCEPTION 'event_ids must not be NULL or contain NULL' USING ERRCODE = '22004';
     END IF;
-    SELECT count(DISTINCT id) INTO wanted FROM unnest(event_ids) id;
-    DELETE FROM amebo.consumer_events x USING amebo.events e
-    WHERE e.event_id = ANY (event_ids) AND x.consumer = c.name AND x.member = ack.member
-      AND x.position = e.position AND x.state = 'leased';
+    -- By the event_id recorded with each row: every event leased to the member lies after
+    -- its in_flight_after, so the scan reads its events in flight and not the events table.
+    DELETE FROM amebo.consumer_events x
+    WHERE x.consumer = c.name AND x.member = ack.member AND x.event_id = ANY (event_ids)
+      AND x.state = 'leased'
+      AND x.position > (SELECT m.in_flight_after FROM amebo.consumer_members m
+                        WHERE m.consumer = c.name AND m.member = ack.member);
     GET DIAGNOSTICS acked = ROW_COUNT;
+    -- The ids are counted once each only when fewer were acknowledged than given.
+    wanted := cardinality(event_ids);
+    IF acked < wanted THEN
+        SELECT count(DISTINCT id) INTO wanted FROM unnest(event_ids) id;
+    END IF;
     IF acked < wanted THEN
         SELECT id INTO missing FROM unnest(event_ids) id
         WHERE NOT EXISTS (SELECT 1 FROM amebo.consumer_events x

@@ -63,8 +63,9 @@ SELECT stream, version, state, attempt FROM amebo.consumer_events JOIN amebo.eve
 ORDER BY position;
 SELECT consumer, member, stream, action, attempts FROM amebo.consumer_parked;
 
--- replay_parked sends the parked event out again with a fresh count.
-SELECT amebo.ack('billing', 0, ARRAY(SELECT event_id FROM amebo.events WHERE stream = 'cons-5'));
+-- replay_parked sends the parked event out again with a fresh count. (An id given twice
+-- to ack counts once.)
+SELECT amebo.ack('billing', 0, (SELECT ARRAY[event_id, event_id] FROM amebo.events WHERE stream = 'cons-5'));
 SELECT amebo.replay_parked('billing');
 SELECT stream, version, attempt FROM amebo.poll('billing');
 SELECT amebo.ack('billing', 0, ARRAY(SELECT event_id FROM amebo.events WHERE stream = 'cons-1' AND version = 1));
