@@ -136,29 +136,37 @@ class Workers:
                 # The lease in its own transaction (the other session of the member may poll
                 # meanwhile); otherwise poll, writes and ack share one.
                 conn.commit()
-            acked, failed_streams = [], set()
-            for event_id, stream, version, attempt in rows:
-                if stream in failed_streams or rng.random() < 0.03:
-                    # A failure: this event and the later ones of its stream go back.
-                    failed_streams.add(stream)
-                    conn.execute("SELECT amebo.nack('workers', %s, %s, '20 milliseconds')",
-                                 (member, event_id))
-                    self.nacks += 1
-                    continue
-                conn.execute("INSERT INTO read_model (event_id, stream, version, member, attempt) "
-                             "VALUES (%s, %s, %s, %s, %s)", (event_id, stream, version, member, attempt))
-                acked.append(event_id)
-            if rng.random() < 0.05:
-                time.sleep(rng.uniform(0.5, 1.5))  # slow: the lease may end meanwhile
             try:
-                if acked:
-                    conn.execute("SELECT amebo.ack('workers', %s, %s::uuid[])", (member, acked))
-                conn.commit()
+                self.process(conn, member, rng, rows)
             except psycopg.Error as e:
-                if e.sqlstate != "AM009":
+                if e.sqlstate not in ("AM009", "40P01"):
                     raise
-                conn.rollback()  # another session of the member acked first: drop our writes
+                # Our lease ended and another session of the member acknowledged or gave back
+                # the event first (AM009), or that session, re-leasing our expired events,
+                # and we locked the same events in opposite orders (40P01): drop our writes.
+                conn.rollback()
                 self.lost_acks += 1
+
+    def process(self, conn, member, rng, rows):
+        """Writes the read model for the batch and acknowledges it in the same transaction,
+        giving back an event now and then (with the later ones of its stream)."""
+        acked, failed_streams = [], set()
+        for event_id, stream, version, attempt in rows:
+            if stream in failed_streams or rng.random() < 0.03:
+                # A failure: this event and the later ones of its stream go back.
+                failed_streams.add(stream)
+                conn.execute("SELECT amebo.nack('workers', %s, %s, '20 milliseconds')",
+                             (member, event_id))
+                self.nacks += 1
+                continue
+            conn.execute("INSERT INTO read_model (event_id, stream, version, member, attempt) "
+                         "VALUES (%s, %s, %s, %s, %s)", (event_id, stream, version, member, attempt))
+            acked.append(event_id)
+        if rng.random() < 0.05:
+            time.sleep(rng.uniform(0.5, 1.5))  # slow: the lease may end meanwhile
+        if acked:
+            conn.execute("SELECT amebo.ack('workers', %s, %s::uuid[])", (member, acked))
+        conn.commit()
 
     def kill_at_random(self, args, until):
         rng = random.Random(self.rng.random())
