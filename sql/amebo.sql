@@ -2129,6 +2129,7 @@ DECLARE
     c amebo.consumers := amebo_internal.consumer_of_member(consumer, member);
     wanted integer;
     acked integer;
+    done uuid[];
     missing uuid;
 BEGIN
     IF event_ids IS NULL OR array_position(event_ids, NULL) IS NOT NULL THEN
@@ -2136,24 +2137,24 @@ BEGIN
     END IF;
     -- By the event_id recorded with each row: every event leased to the member lies after
     -- its in_flight_after, so the scan reads its events in flight and not the events table.
-    DELETE FROM amebo.consumer_events x
-    WHERE x.consumer = c.name AND x.member = ack.member AND x.event_id = ANY (event_ids)
-      AND x.state = 'leased'
-      AND x.position > (SELECT m.in_flight_after FROM amebo.consumer_members m
-                        WHERE m.consumer = c.name AND m.member = ack.member);
-    GET DIAGNOSTICS acked = ROW_COUNT;
+    WITH gone AS (
+        DELETE FROM amebo.consumer_events x
+        WHERE x.consumer = c.name AND x.member = ack.member AND x.event_id = ANY (event_ids)
+          AND x.state = 'leased'
+          AND x.position > (SELECT m.in_flight_after FROM amebo.consumer_members m
+                            WHERE m.consumer = c.name AND m.member = ack.member)
+        RETURNING x.event_id
+    )
+    SELECT count(*), coalesce(array_agg(gone.event_id), '{}') INTO acked, done FROM gone;
     -- The ids are counted once each only when fewer were acknowledged than given.
     wanted := cardinality(event_ids);
     IF acked < wanted THEN
         SELECT count(DISTINCT id) INTO wanted FROM unnest(event_ids) id;
     END IF;
     IF acked < wanted THEN
-        SELECT id INTO missing FROM unnest(event_ids) id
-        WHERE NOT EXISTS (SELECT 1 FROM amebo.consumer_events x
-                          JOIN amebo.events e ON e.position = x.position
-                          WHERE x.consumer = c.name AND x.member = ack.member
-                            AND e.event_id = id AND x.state = 'leased')
-        LIMIT 1;
+        -- The first id given that this call did not acknowledge.
+        SELECT u.id INTO missing FROM unnest(event_ids) WITH ORDINALITY AS u(id, n)
+        WHERE u.id <> ALL (done) ORDER BY u.n LIMIT 1;
         RAISE EXCEPTION 'event % is not leased to member % of consumer "%"', missing, member,
             c.name USING ERRCODE = 'AM009',
             DETAIL = format('%s of the %s events given are not leased to this member.',

@@ -41,6 +41,11 @@ SELECT regress.masked_outcome(format('SELECT amebo.ack(%L, 0, %L)', 'billing',
 -- A partly held list acknowledges nothing.
 SELECT regress.masked_outcome(format('SELECT amebo.ack(%L, 0, %L)', 'billing',
     ARRAY(SELECT event_id FROM amebo.events WHERE stream IN ('cons-2', 'cons-3'))));
+-- The error names the first id not held, not a held one given before it.
+SELECT regress.outcome(format('SELECT amebo.ack(%L, 0, %L)', 'billing', ARRAY[held.event_id, gone.event_id]))
+       LIKE '%event ' || gone.event_id || ' is not leased%' AS names_the_unheld_event
+FROM (SELECT event_id FROM amebo.consumer_events WHERE state = 'leased' ORDER BY position LIMIT 1) held,
+     (SELECT event_id FROM amebo.events WHERE stream = 'cons-2') gone;
 SELECT count(*) AS leased FROM amebo.consumer_events WHERE state = 'leased';
 
 -- cons-1's third event was held: its stream had events leased when the cursor passed it.
