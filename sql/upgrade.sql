@@ -97,6 +97,9 @@ SELECT amebo.update_subscription('shop', 'placed-again', max_retries => 2);
 SELECT application, name, action, max_retries FROM amebo.subscription_list ORDER BY name;
 SELECT count(*) AS events_kept FROM amebo.events;
 SELECT amebo.create_application('after-update') IS NOT NULL AS registered;
+-- 1.5 -> 1.6: scale-out and webhook operations; what was stored carries on.
+ALTER EXTENSION amebo UPDATE TO '1.6';
+SELECT extversion FROM pg_extension WHERE extname = 'amebo';
 -- pg_dump keeps every row of a dumped table (no WHERE filters): a fresh install must put none
 -- there itself, or a restore would insert them twice.
 DROP EXTENSION amebo CASCADE;
