@@ -971,6 +971,9 @@ CREATE TABLE amebo.subscriptions (
     start_position  bigint      NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
+    -- requests per second at most, with a burst of a tenth of a second's worth (at least
+    -- one); NULL: no limit
+    rate_limit      double precision,
     CONSTRAINT subscriptions_pkey PRIMARY KEY (id),
     CONSTRAINT subscriptions_application_name_key UNIQUE (application, name),
     CONSTRAINT subscriptions_application_fkey FOREIGN KEY (application)
@@ -979,7 +982,8 @@ CREATE TABLE amebo.subscriptions (
     CONSTRAINT subscriptions_action_check CHECK (action ~ '^[a-z0-9_.*]{1,255}$'),
     CONSTRAINT subscriptions_max_retries_check CHECK (max_retries BETWEEN 0 AND 100),
     CONSTRAINT subscriptions_batch_size_check CHECK (batch_size BETWEEN 1 AND 1000),
-    CONSTRAINT subscriptions_state_check CHECK (state IN ('active', 'paused', 'disabled'))
+    CONSTRAINT subscriptions_state_check CHECK (state IN ('active', 'paused', 'disabled')),
+    CONSTRAINT subscriptions_rate_limit_check CHECK (rate_limit BETWEEN 0.001 AND 1000000)
 );
 
 -- Users fill the delivery tables: pg_dump keeps their rows, and the state of the identity
@@ -1056,6 +1060,8 @@ CREATE TABLE amebo.subscription_progress (
     last_success_at timestamptz,
     last_error      text,
     last_error_at   timestamptz,
+    -- the first of the failed attempts since the last success (NULL: the last one succeeded)
+    failing_since   timestamptz,
     CONSTRAINT subscription_progress_pkey PRIMARY KEY (subscription_id),
     CONSTRAINT subscription_progress_subscription_fkey FOREIGN KEY (subscription_id)
         REFERENCES amebo.subscriptions (id) ON DELETE CASCADE
@@ -1108,7 +1114,7 @@ $$;
 
 -- Checks a subscription's settings (other than its handler), raising the matching error.
 CREATE FUNCTION amebo_internal.check_subscription(action text, max_retries integer, batch_size integer,
-                                                  filter jsonb)
+                                                  filter jsonb, rate_limit double precision)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog AS $$
 BEGIN
@@ -1121,7 +1127,7 @@ BEGIN
         RAISE EXCEPTION 'invalid action pattern "%"', action USING ERRCODE = '22023',
             HINT = 'Use an action name, or a pattern of lowercase letters, digits, "_", "." and "*".';
     END IF;
-    IF position('*' IN action) = 0
+    IF position('*' IN action) = 0 AND action <> ALL (amebo_internal.operational_actions())
        AND NOT EXISTS (SELECT 1 FROM amebo.actions a WHERE a.action = check_subscription.action) THEN
         RAISE EXCEPTION 'action "%" does not exist', action USING ERRCODE = 'AM005',
             HINT = 'Create it with amebo.create_action(), or subscribe with a pattern.';
@@ -1134,6 +1140,11 @@ BEGIN
         RAISE EXCEPTION 'batch_size must be between 1 and 1000, not %', batch_size
             USING ERRCODE = '22023';
     END IF;
+    IF NOT rate_limit BETWEEN 0.001 AND 1000000 THEN
+        RAISE EXCEPTION 'rate_limit must be between 0.001 and 1000000 requests per second, not %',
+            rate_limit USING ERRCODE = '22023',
+            HINT = 'NULL (or ''Infinity'') means no limit.';
+    END IF;
 END
 $$;
 
@@ -1142,7 +1153,8 @@ CREATE FUNCTION amebo.create_subscription(application text, subscription text, a
                                           handler text, max_retries integer DEFAULT 5,
                                           filter jsonb DEFAULT NULL,
                                           ordered boolean DEFAULT false,
-                                          batch_size integer DEFAULT 1)
+                                          batch_size integer DEFAULT 1,
+                                          rate_limit double precision DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -1159,12 +1171,15 @@ BEGIN
         RAISE EXCEPTION 'invalid subscription name "%"', subscription USING ERRCODE = '22023',
             HINT = 'Use 1 to 63 lowercase letters, digits, "_" or "-", starting with a letter.';
     END IF;
-    PERFORM amebo_internal.check_subscription(action, max_retries, batch_size, filter);
+    IF rate_limit = 'Infinity' THEN
+        rate_limit := NULL;
+    END IF;
+    PERFORM amebo_internal.check_subscription(action, max_retries, batch_size, filter, rate_limit);
     PERFORM amebo_internal.check_handler(handler);
     INSERT INTO amebo.subscriptions AS s (application, name, action, handler, max_retries,
-                                          filter, ordered, batch_size, start_position)
+                                          filter, ordered, batch_size, start_position, rate_limit)
     VALUES (application, subscription, action, handler, max_retries, filter, ordered,
-            batch_size, amebo_internal.subscription_start_position())
+            batch_size, amebo_internal.subscription_start_position(), rate_limit)
     RETURNING s.id INTO created;
     RETURN created;
 EXCEPTION WHEN unique_violation THEN
@@ -1172,7 +1187,7 @@ EXCEPTION WHEN unique_violation THEN
         application USING ERRCODE = '42710';
 END
 $$;
-GRANT EXECUTE ON FUNCTION amebo.create_subscription(text, text, text, text, integer, jsonb, boolean, integer) TO amebo_admin;
+GRANT EXECUTE ON FUNCTION amebo.create_subscription(text, text, text, text, integer, jsonb, boolean, integer, double precision) TO amebo_admin;
 
 -- Locks and returns a subscription, or raises 42704.
 CREATE FUNCTION amebo_internal.lock_subscription(application text, subscription text)
@@ -1200,7 +1215,8 @@ CREATE FUNCTION amebo.update_subscription(application text, subscription text,
                                           max_retries integer DEFAULT NULL,
                                           filter jsonb DEFAULT NULL,
                                           ordered boolean DEFAULT NULL,
-                                          batch_size integer DEFAULT NULL)
+                                          batch_size integer DEFAULT NULL,
+                                          rate_limit double precision DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -1212,17 +1228,21 @@ BEGIN
     s.filter := CASE WHEN filter = '{}'::jsonb THEN NULL ELSE coalesce(filter, s.filter) END;
     s.ordered := coalesce(ordered, s.ordered);
     s.batch_size := coalesce(batch_size, s.batch_size);
-    PERFORM amebo_internal.check_subscription(s.action, s.max_retries, s.batch_size, s.filter);
+    s.rate_limit := CASE WHEN rate_limit = 'Infinity' THEN NULL
+                         ELSE coalesce(rate_limit, s.rate_limit) END;
+    PERFORM amebo_internal.check_subscription(s.action, s.max_retries, s.batch_size, s.filter,
+                                              s.rate_limit);
     IF handler IS NOT NULL THEN
         PERFORM amebo_internal.check_handler(s.handler);
     END IF;
     UPDATE amebo.subscriptions x
     SET action = s.action, handler = s.handler, max_retries = s.max_retries,
-        filter = s.filter, ordered = s.ordered, batch_size = s.batch_size, updated_at = now()
+        filter = s.filter, ordered = s.ordered, batch_size = s.batch_size,
+        rate_limit = s.rate_limit, updated_at = now()
     WHERE x.id = s.id;
 END
 $$;
-GRANT EXECUTE ON FUNCTION amebo.update_subscription(text, text, text, text, integer, jsonb, boolean, integer) TO amebo_admin;
+GRANT EXECUTE ON FUNCTION amebo.update_subscription(text, text, text, text, integer, jsonb, boolean, integer, double precision) TO amebo_admin;
 
 -- Removes a subscription with its stored messages.
 CREATE FUNCTION amebo.drop_subscription(application text, subscription text) RETURNS void
@@ -1246,7 +1266,7 @@ END
 $$;
 GRANT EXECUTE ON FUNCTION amebo.pause_subscription(text, text) TO amebo_admin;
 
--- Resumes a paused or disabled subscription.
+-- Resumes a paused or disabled subscription; the circuit breaker's period starts over.
 CREATE FUNCTION amebo.resume_subscription(application text, subscription text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -1255,6 +1275,7 @@ BEGIN
     UPDATE amebo.subscriptions s
     SET state = 'active', disabled_reason = NULL, updated_at = now()
     WHERE s.id = target;
+    UPDATE amebo.subscription_progress p SET failing_since = NULL WHERE p.subscription_id = target;
 END
 $$;
 GRANT EXECUTE ON FUNCTION amebo.resume_subscription(text, text) TO amebo_admin;
@@ -1322,7 +1343,7 @@ GRANT EXECUTE ON FUNCTION amebo.replay_subscription(text, text, timestamptz) TO 
 -- Subscriptions with their settings.
 CREATE VIEW amebo.subscription_list AS
 SELECT s.application, s.name, s.action, s.handler, s.max_retries, s.filter, s.ordered,
-       s.batch_size, s.state, s.disabled_reason, s.created_at, s.updated_at
+       s.batch_size, s.state, s.disabled_reason, s.created_at, s.updated_at, s.rate_limit
 FROM amebo.subscriptions s;
 
 GRANT SELECT ON amebo.subscription_list TO amebo_reader;
@@ -1348,7 +1369,8 @@ SELECT s.application, s.name, s.state,
        coalesce(extract(epoch FROM now() - (
            SELECT min(d.created_at) FROM amebo.deliveries d
            WHERE d.subscription_id = s.id AND d.state = 'pending')), 0) AS lag_seconds,
-       coalesce(p.delivered, 0) AS delivered, p.last_success_at, p.last_error, p.last_error_at, s.disabled_reason
+       coalesce(p.delivered, 0) AS delivered, p.last_success_at, p.last_error, p.last_error_at, s.disabled_reason,
+       p.failing_since
 FROM amebo.subscriptions s
 LEFT JOIN amebo.subscription_progress p ON p.subscription_id = s.id
 LEFT JOIN amebo_internal.delivery_worker_stats() w ON w.subscription_id = s.id;
@@ -1460,6 +1482,86 @@ BEGIN
 END
 $$;
 
+-- Actions amebo itself appends (operational events): anyone may subscribe to them, though no
+-- application registers them.
+CREATE FUNCTION amebo_internal.operational_actions() RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog AS $$
+    SELECT ARRAY['amebo.subscription_disabled']
+$$;
+
+-- Appends an operational event to the stream amebo-operations, whatever amebo.unknown_actions
+-- says; an error (a schema someone registered for the action refusing it) is a warning, so
+-- that the bookkeeping it is part of goes on.
+CREATE FUNCTION amebo_internal.append_operational_event(action text, payload jsonb)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+DECLARE
+    policy text := current_setting('amebo.unknown_actions', true);
+BEGIN
+    PERFORM set_config('amebo.unknown_actions', 'allow', true);
+    PERFORM amebo.append_event('amebo-operations', action, payload);
+    PERFORM set_config('amebo.unknown_actions', coalesce(policy, 'allow'), true);
+EXCEPTION WHEN OTHERS THEN
+    RAISE WARNING 'amebo could not append its operational event %: %', action, SQLERRM;
+END
+$$;
+
+-- The circuit breaker, run by the worker with each batch of logged attempts: keeps per
+-- subscription when its failed attempts since the last success began, and disables every
+-- active subscription with a failed attempt in the batch whose attempts have all failed for
+-- amebo.disable_after (0: never), appending an amebo.subscription_disabled event for each.
+CREATE FUNCTION amebo_internal.trip_circuit_breakers(attempts jsonb) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+DECLARE
+    period interval := justify_interval(make_interval(secs => coalesce(
+        (SELECT x.setting::double precision FROM pg_settings x WHERE x.name = 'amebo.disable_after'),
+        3 * 24 * 3600)));
+    tripped record;
+BEGIN
+    WITH attempt AS (
+        SELECT o.subscription_id, o.error, o.attempted_at,
+               max(o.attempted_at) FILTER (WHERE o.error IS NULL)
+                   OVER (PARTITION BY o.subscription_id) AS succeeded_at
+        FROM jsonb_to_recordset(attempts) AS o(subscription_id bigint, error text,
+                                               attempted_at timestamptz)
+    ), outcome AS (
+        SELECT a.subscription_id, bool_or(a.succeeded_at IS NOT NULL) AS succeeded,
+               min(a.attempted_at) FILTER (WHERE a.error IS NOT NULL
+                   AND a.attempted_at > coalesce(a.succeeded_at, '-infinity')) AS failing_from
+        FROM attempt a
+        GROUP BY a.subscription_id
+    )
+    UPDATE amebo.subscription_progress p
+    SET failing_since = CASE WHEN o.succeeded THEN o.failing_from
+                             ELSE least(p.failing_since, o.failing_from) END
+    FROM outcome o
+    WHERE p.subscription_id = o.subscription_id;
+    IF period <= interval '0' THEN
+        RETURN;
+    END IF;
+    FOR tripped IN
+        UPDATE amebo.subscriptions s
+        SET state = 'disabled', updated_at = now(),
+            disabled_reason = format('every delivery attempt failed for at least %s '
+                                     '(amebo.disable_after)',
+                                     current_setting('amebo.disable_after', true))
+        FROM amebo.subscription_progress p
+        WHERE p.subscription_id = s.id AND s.state = 'active'
+          AND p.failing_since <= now() - period
+          AND s.id IN (SELECT o.subscription_id
+                       FROM jsonb_to_recordset(attempts) AS o(subscription_id bigint, error text)
+                       WHERE o.error IS NOT NULL)
+        RETURNING s.application, s.name, s.disabled_reason, p.failing_since, p.last_error
+    LOOP
+        PERFORM amebo_internal.append_operational_event('amebo.subscription_disabled',
+            jsonb_build_object('subscription', tripped.name, 'application', tripped.application,
+                               'reason', tripped.disabled_reason,
+                               'since', tripped.failing_since,
+                               'last_error', tripped.last_error, 'disabled_at', now()));
+    END LOOP;
+END
+$$;
+
 -- The worker's bookkeeping, in one transaction per batch of outcomes: logs attempts (as one
 -- delivery_log_entries row), stores, updates or removes messages, disables subscriptions that
 -- answered 410, records progress and the checkpoint. outcomes: {"log": [attempt...],
@@ -1495,6 +1597,8 @@ BEGIN
             last_success_at = coalesce(excluded.last_success_at, p.last_success_at),
             last_error = coalesce(excluded.last_error, p.last_error),
             last_error_at = coalesce(excluded.last_error_at, p.last_error_at);
+        -- Circuit breaker: how long each subscription has failed, and those disabled for it.
+        PERFORM amebo_internal.trip_circuit_breakers(outcomes->'log');
     END IF;
     IF jsonb_array_length(outcomes->'operations') > 0 THEN
         -- Delivered: drop the stored message, if any.

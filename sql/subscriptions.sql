@@ -262,6 +262,91 @@ SELECT count(*) AS crm_subscriptions FROM amebo.subscriptions WHERE application 
 SELECT amebo.drop_application('crm', cascade => true);
 SELECT count(*) AS crm_subscriptions FROM amebo.subscriptions WHERE application = 'crm';
 
+-- Rate limits, in requests per second: NULL or 'Infinity' is none; zero, negative, NaN and
+-- values out of range are refused (22023); NULL in update_subscription keeps the limit.
+SELECT q, regress.outcome(q) FROM (VALUES
+    ($$SELECT amebo.create_subscription('shop', 'limited', 'order.*', 'https://hooks.example.invalid/', rate_limit => 0)$$),
+    ($$SELECT amebo.create_subscription('shop', 'limited', 'order.*', 'https://hooks.example.invalid/', rate_limit => -1)$$),
+    ($$SELECT amebo.create_subscription('shop', 'limited', 'order.*', 'https://hooks.example.invalid/', rate_limit => 'NaN')$$),
+    ($$SELECT amebo.create_subscription('shop', 'limited', 'order.*', 'https://hooks.example.invalid/', rate_limit => '-Infinity')$$),
+    ($$SELECT amebo.create_subscription('shop', 'limited', 'order.*', 'https://hooks.example.invalid/', rate_limit => 0.0001)$$),
+    ($$SELECT amebo.create_subscription('shop', 'limited', 'order.*', 'https://hooks.example.invalid/', rate_limit => 1e7)$$),
+    ($$SELECT amebo.update_subscription('shop', 'eu-orders', rate_limit => 0)$$),
+    ($$SELECT amebo.update_subscription('shop', 'eu-orders', rate_limit => -5)$$)
+) AS cases(q);
+SELECT amebo.create_subscription('shop', 'limited', 'order.*', 'https://hooks.example.invalid/', rate_limit => 2.5) > 0 AS created;
+SELECT amebo.create_subscription('shop', 'unlimited', 'order.*', 'https://hooks.example.invalid/', rate_limit => 'Infinity') > 0 AS created;
+SELECT amebo.create_subscription('shop', 'slowest', 'order.*', 'https://hooks.example.invalid/', rate_limit => 0.001) > 0 AS created;
+SELECT name, rate_limit FROM amebo.subscription_list WHERE name IN ('limited', 'unlimited', 'slowest') ORDER BY name;
+SELECT amebo.update_subscription('shop', 'limited', max_retries => 3);
+SELECT amebo.update_subscription('shop', 'unlimited', rate_limit => 1000000);
+SELECT amebo.update_subscription('shop', 'slowest', rate_limit => 'Infinity');
+SELECT name, max_retries, rate_limit FROM amebo.subscription_list WHERE name IN ('limited', 'unlimited', 'slowest') ORDER BY name;
+SELECT count(*) AS refused_updates_left_nothing FROM amebo.subscriptions WHERE name = 'eu-orders' AND rate_limit IS NOT NULL;
+
+-- The circuit breaker (amebo.disable_after, 3 days here), fed as the worker feeds it: a
+-- subscription whose attempts have all failed for 4 days is disabled with a reason and an
+-- amebo.subscription_disabled event is appended to amebo-operations; one with a success in
+-- between, or whose failures began only a day ago, stays active. The operational action can
+-- be subscribed to without registering it.
+SELECT current_setting('amebo.disable_after') AS disable_after;
+SELECT amebo.create_subscription('shop', 'operations', 'amebo.subscription_disabled', 'https://hooks.example.invalid/ops') > 0 AS created;
+SELECT amebo.create_subscription('shop', 'broken', 'order.*', 'https://hooks.example.invalid/broken') > 0 AS created;
+SELECT amebo.create_subscription('shop', 'flaky', 'order.*', 'https://hooks.example.invalid/flaky') > 0 AS created;
+SELECT amebo.create_subscription('shop', 'new-failure', 'order.*', 'https://hooks.example.invalid/new') > 0 AS created;
+CREATE FUNCTION pg_temp.attempt(subscription text, ok boolean, days_ago double precision)
+RETURNS jsonb LANGUAGE sql AS $$
+    SELECT jsonb_build_object('subscription_id', (SELECT id FROM amebo.subscriptions WHERE name = subscription),
+                              'webhook_id', 'msg_' || md5(random()::text), 'positions', '[]'::jsonb,
+                              'attempt', 1, 'status', CASE WHEN ok THEN 200 ELSE 500 END,
+                              'error', CASE WHEN ok THEN NULL ELSE 'HTTP 500' END, 'duration_ms', 1,
+                              'attempted_at', now() - days_ago * interval '1 day')
+$$;
+CREATE FUNCTION pg_temp.record(attempts jsonb[]) RETURNS void LANGUAGE sql AS $$
+    SELECT amebo_internal.record_deliveries(
+        jsonb_build_object('log', to_jsonb(attempts), 'operations', '[]'::jsonb,
+                           'disable', '[]'::jsonb, 'subscriptions', '[]'::jsonb), NULL, 'regress')
+$$;
+SELECT pg_temp.record(ARRAY[pg_temp.attempt('broken', false, 4), pg_temp.attempt('flaky', false, 4),
+                            pg_temp.attempt('flaky', true, 2), pg_temp.attempt('flaky', false, 1.5),
+                            pg_temp.attempt('new-failure', false, 1)]);
+SELECT s.name, s.state, now() - p.failing_since BETWEEN interval '4 days' AND interval '4 days 1 min' AS since_4_days,
+       now() - p.failing_since BETWEEN interval '36 hours' AND interval '36 hours 1 min' AS since_36_hours
+FROM amebo.subscriptions s JOIN amebo.subscription_progress p ON p.subscription_id = s.id
+WHERE s.name IN ('broken', 'flaky', 'new-failure') ORDER BY s.name;
+-- 'broken' was disabled at once: it has failed for 4 days. The next failures keep the others
+-- active: 'flaky' has failed for 36 hours, 'new-failure' for a day.
+SELECT pg_temp.record(ARRAY[pg_temp.attempt('broken', false, 0), pg_temp.attempt('flaky', false, 0),
+                            pg_temp.attempt('new-failure', false, 0)]);
+SELECT name, state, disabled_reason FROM amebo.subscription_list
+WHERE name IN ('broken', 'flaky', 'new-failure') ORDER BY name;
+SELECT name, state, disabled_reason,
+       now() - failing_since BETWEEN interval '4 days' AND interval '4 days 1 min' AS since_4_days
+FROM amebo.subscription_status WHERE name = 'broken';
+SELECT stream, version, action, payload - 'disabled_at' - 'since' AS payload,
+       now() - (payload->>'since')::timestamptz BETWEEN interval '4 days' AND interval '4 days 1 min' AS since_4_days,
+       now() - (payload->>'disabled_at')::timestamptz < interval '1 min' AS disabled_recently
+FROM amebo.events WHERE stream = 'amebo-operations';
+-- A disabled subscription is not disabled again; resuming it starts the period over.
+SELECT pg_temp.record(ARRAY[pg_temp.attempt('broken', false, 0)]);
+SELECT count(*) AS operational_events FROM amebo.events WHERE stream = 'amebo-operations';
+SELECT amebo.resume_subscription('shop', 'broken');
+SELECT pg_temp.record(ARRAY[pg_temp.attempt('broken', false, 0)]);
+SELECT name, state, disabled_reason FROM amebo.subscription_list WHERE name = 'broken';
+SELECT now() - failing_since < interval '1 min' AS failing_since_now FROM amebo.subscription_status WHERE name = 'broken';
+-- A success clears the failing time.
+SELECT pg_temp.record(ARRAY[pg_temp.attempt('broken', true, 0)]);
+SELECT failing_since FROM amebo.subscription_status WHERE name = 'broken';
+-- A schema registered for the operational action that refuses its payload costs only the
+-- event (a warning): the subscription is still disabled.
+SELECT amebo.create_action('amebo.subscription_disabled', 'shop', '{"type": "object", "required": ["nothing"]}');
+SELECT pg_temp.record(ARRAY[pg_temp.attempt('new-failure', false, 4), pg_temp.attempt('new-failure', false, 0)]);
+SELECT name, state FROM amebo.subscription_list WHERE name = 'new-failure';
+SELECT count(*) AS operational_events FROM amebo.events WHERE stream = 'amebo-operations';
+SELECT amebo.drop_action('amebo.subscription_disabled');
+SELECT amebo.drop_subscription('shop', name)
+FROM unnest(ARRAY['limited', 'unlimited', 'slowest', 'operations', 'broken', 'flaky', 'new-failure']) name;
+
 -- Clean up, so that later scripts start from the registry they expect.
 SELECT amebo.drop_application('shop', cascade => true);
 SELECT count(*) AS subscriptions_left FROM amebo.subscriptions;

@@ -19,6 +19,7 @@ int max_concurrent_requests = 64;
 int max_requests_per_subscription = 16;
 int delivery_log_retention = 7 * 24 * 3600;
 int worker_nice = 0;
+int disable_after = 3 * 24 * 3600;
 
 namespace {
 
@@ -65,6 +66,13 @@ void DefineDeliverySettings() {
                             "How long the worker keeps rows of amebo.delivery_log.", nullptr,
                             &delivery_log_retention, 7 * 24 * 3600, 60, INT_MAX, PGC_SIGHUP,
                             GUC_UNIT_S, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable(
+        "amebo.disable_after",
+        "How long every delivery attempt to a subscription may fail before it is disabled.",
+        "0 never disables. Read by the worker when it records failed attempts; see "
+        "amebo.resume_subscription().",
+        &disable_after, 3 * 24 * 3600, 0, INT_MAX, PGC_SIGHUP, GUC_UNIT_S, nullptr, nullptr,
+        nullptr);
     DefineCustomIntVariable(
         "amebo.worker_nice", "CPU scheduling niceness of the amebo worker (0 to 19).",
         "Above 0 the kernel favours the server's other processes over the worker when the "

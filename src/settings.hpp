@@ -39,6 +39,10 @@ extern int max_requests_per_subscription;
 // amebo.delivery_log_retention: how long delivery_log rows are kept, in seconds.
 extern int delivery_log_retention;
 
+// amebo.disable_after: how long (seconds) every attempt may fail before a subscription is
+// disabled (0: never).
+extern int disable_after;
+
 // amebo.worker_nice: the worker's CPU scheduling niceness (0: as the server; up to 19).
 extern int worker_nice;
 

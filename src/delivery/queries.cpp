@@ -47,6 +47,7 @@ Subscription SubscriptionFromRow(const pg::SqlRow &row) {
     subscription.batch_size = std::stoi(row.at(7));
     subscription.start_position = std::stoll(row.at(8));
     subscription.state = ParseSubscriptionState(row.at(9));
+    subscription.rate_limit = std::stod(row.at(10)); // rate limit hook: 0 for none
     return subscription;
 }
 
@@ -140,7 +141,8 @@ std::vector<FeedEvent> EventsBetween(int64_t after, int64_t through, int limit) 
 std::vector<Subscription> LoadSubscriptions() {
     auto rows = pg::RunSql(
         "SELECT s.id, s.action, s.handler, a.secret, s.max_retries, "
-        "coalesce(s.filter::text, ''), s.ordered, s.batch_size, s.start_position, s.state "
+        "coalesce(s.filter::text, ''), s.ordered, s.batch_size, s.start_position, s.state, "
+        "coalesce(s.rate_limit, 0) "
         "FROM amebo.subscriptions s JOIN amebo.applications a ON a.name = s.application");
     std::vector<Subscription> subscriptions;
     for (const auto &row : rows)

@@ -97,6 +97,8 @@ struct Dispatcher::Queue {
     int in_flight = 0;
     bool blocked = false;      // ordered, with stored pending messages: new events queue behind
     int64_t last_finished = 0; // when a request of this subscription last ended
+    RateLimit rate;            // the subscription's rate limit
+    int64_t paced_until = 0;   // when the messages stored by the rate limit are all due
 };
 
 Dispatcher::Dispatcher(DispatchSettings settings)
@@ -111,6 +113,7 @@ void Dispatcher::SetSubscriptions(std::vector<Subscription> subscriptions) {
         std::unique_ptr<Queue> queue =
             found != queues_.end() ? std::move(found->second) : std::make_unique<Queue>();
         queue->subscription = std::move(subscription);
+        queue->rate.SetRate(queue->subscription.rate_limit);
         next[queue->subscription.id] = std::move(queue);
     }
     // Units of removed subscriptions are handled: nobody wants them any more.
@@ -278,7 +281,8 @@ std::vector<HttpRequest> Dispatcher::TakeRequests(int64_t now, int64_t unix_seco
             if (++it == queues_.end())
                 it = queues_.begin();
             if (queue.subscription.state != SubscriptionState::kActive ||
-                static_cast<size_t>(queue.in_flight) >= Limit(queue.subscription))
+                static_cast<size_t>(queue.in_flight) >= Limit(queue.subscription) ||
+                !queue.rate.Ready(now)) // rate limit: skipped, the others go on
                 continue;
             std::unique_ptr<Message> message;
             if (!queue.stored_waiting.empty()) {
@@ -300,6 +304,7 @@ std::vector<HttpRequest> Dispatcher::TakeRequests(int64_t now, int64_t unix_seco
             } else {
                 continue;
             }
+            queue.rate.Take(now);
             Send(queue, std::move(message), now, unix_seconds, &requests);
             progress = true;
         }
@@ -379,7 +384,33 @@ void Dispatcher::StoreHeld(int64_t now) {
                      now - queue->waiting.front().queued_at >= hold;
         if (stuck || queue->subscription.state != SubscriptionState::kActive)
             StoreUnits(*queue, now);
+        else
+            StoreBeyondRate(*queue, now);
     }
+}
+
+// A rate-limited subscription keeps in memory only the events it may send within the hold
+// time; the rest are stored (no attempt counted), each due when the limit will let it go,
+// rounded up to a whole second so that the worker fetches them about once a second. A long
+// line behind a limit then waits in amebo.deliveries, not in the worker's memory, whose
+// limit would stop reading the queue for every subscription. An ordered subscription stores
+// its whole line, which then goes out in order.
+void Dispatcher::StoreBeyondRate(Queue &queue, int64_t now) {
+    size_t batch_size = static_cast<size_t>(std::max(1, queue.subscription.batch_size));
+    double sendable = queue.rate.AllowedWithin(now, settings_.hold_ms * 1000);
+    if (!queue.rate.Limited() || queue.waiting.size() <= sendable * batch_size)
+        return;
+    size_t keep = queue.subscription.ordered ? 0 : static_cast<size_t>(sendable) * batch_size;
+    int64_t start = std::max(queue.rate.PaceAt(now, sendable), queue.paced_until);
+    constexpr int64_t kSecond = 1000000;
+    for (size_t i = keep; i < queue.waiting.size(); i++) {
+        int64_t due = queue.rate.PaceAt(start, static_cast<double>(i - keep));
+        StoreUnit(queue, queue.waiting[i], (due + kSecond - 1) / kSecond * kSecond);
+    }
+    queue.paced_until = queue.rate.PaceAt(start, static_cast<double>(queue.waiting.size() - keep));
+    backlog_ -= queue.waiting.size() - keep;
+    queue.waiting.erase(queue.waiting.begin() + static_cast<std::ptrdiff_t>(keep),
+                        queue.waiting.end());
 }
 
 size_t Dispatcher::StoredQueued() const {
@@ -413,6 +444,8 @@ int64_t Dispatcher::NextDeadline(int64_t now) const {
         if (!message->stored)
             consider(message->started_at + hold);
     for (const auto &[id, queue] : queues_) {
+        if (queue->rate.Limited() && (!queue->waiting.empty() || !queue->stored_waiting.empty()))
+            consider(now + queue->rate.WaitUs(now)); // the next request the limit lets go
         if (queue->waiting.empty())
             continue;
         consider(queue->waiting.front().queued_at + hold);

@@ -21,6 +21,7 @@
 #include "core/delivery/http_exchange.hpp"
 #include "core/delivery/message_key.hpp"
 #include "core/delivery/outcome_log.hpp"
+#include "core/delivery/rate_limit.hpp"
 
 namespace amebo::delivery {
 
@@ -46,6 +47,7 @@ struct Subscription {
     int batch_size = 1;
     int64_t start_position = 0;
     SubscriptionState state = SubscriptionState::kActive;
+    double rate_limit = 0; // requests per second at most (see RateLimit); 0: no limit
 };
 
 // Limits and timings, from the amebo.* settings.
@@ -174,6 +176,7 @@ class Dispatcher {
     void Succeed(Message &message, const HttpResponse &response, int64_t now);
     void Fail(Queue &queue, Message &message, const HttpResponse &response, int64_t now);
     void Disable(Queue &queue);
+    void StoreBeyondRate(Queue &queue, int64_t now);
 
     DispatchSettings settings_;
     std::map<int64_t, std::unique_ptr<Queue>> queues_;
