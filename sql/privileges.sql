@@ -170,7 +170,7 @@ FROM pg_proc p, pg_roles r
 WHERE p.pronamespace = 'amebo_internal'::regnamespace
   AND r.rolname IN ('amebo_reader', 'amebo_writer', 'amebo_admin')
   AND has_function_privilege(r.oid, p.oid, 'EXECUTE')
-ORDER BY 1, 2::text;
+ORDER BY 1, p.oid::regprocedure::text;
 SELECT r.rolname AS role, has_schema_privilege(r.oid, 'amebo_internal', 'USAGE') AS uses_internal
 FROM pg_roles r WHERE r.rolname IN ('amebo_reader', 'amebo_writer', 'amebo_admin') ORDER BY 1;
 -- The projection belongs to the admin that created it, not to the function's owner.

@@ -25,6 +25,7 @@
 #include "core/delivery/matching.hpp"
 #include "core/delivery/message_key.hpp"
 #include "core/delivery/outcome_log.hpp"
+#include "core/delivery/rate_limit.hpp"
 #include "core/delivery/retry_schedule.hpp"
 #include "core/delivery/signing.hpp"
 #include "core/delivery/target_policy.hpp"
@@ -935,6 +936,95 @@ void TestBatchLinger() {
     CHECK_EQ(idle.empty() ? 0u : EventsIn(idle.front()), 3u);
 }
 
+// The token bucket: a burst of a tenth of a second's worth (at least one), then the rate; over
+// a long run the requests let through stay within rate x time + burst. Rate 0 is no limit.
+void TestRateLimit() {
+    CHECK_EQ(RateLimit::Burst(0.5), 1.0);
+    CHECK_EQ(RateLimit::Burst(20), 2.0);
+    CHECK_EQ(RateLimit::Burst(1000), 100.0);
+    RateLimit none;
+    CHECK(!none.Limited() && none.Ready(0) && none.WaitUs(0) == 0);
+    none.SetRate(-1);
+    CHECK(!none.Limited());
+    RateLimit limit;
+    limit.SetRate(20);
+    const int64_t start = 5000000;
+    CHECK(limit.Ready(start));
+    limit.Take(start);
+    limit.Take(start);
+    CHECK(!limit.Ready(start));
+    CHECK_EQ(limit.WaitUs(start), int64_t{50000});
+    CHECK(!limit.Ready(start + 49999));
+    CHECK(limit.Ready(start + 50000));
+    CHECK_EQ(limit.AllowedWithin(start, 1000000), 20.0);
+    CHECK_EQ(limit.PaceAt(start, 3), start + 150000);
+    // Ten seconds of a sender that takes whatever it may, checked every millisecond.
+    int sent = 0;
+    for (int64_t now = start + 50000; now < start + 50000 + 10000000; now += 1000)
+        while (limit.Ready(now)) {
+            limit.Take(now);
+            sent++;
+        }
+    CHECK(sent >= 199 && sent <= 20 * 10 + 2);
+    // A lower rate keeps no more tokens than its burst.
+    RateLimit changed;
+    changed.SetRate(1000);
+    CHECK(changed.Ready(0));
+    changed.Take(0);
+    changed.SetRate(5);
+    changed.Take(0);
+    CHECK(!changed.Ready(0));
+}
+
+// A rate-limited subscription sends within its limit while another one goes on at full speed;
+// its line beyond what it may send within the hold time is stored without an attempt, due
+// when the limit will let it go (whole seconds, in order).
+void TestRateLimitedSubscription() {
+    DispatchSettings settings;
+    settings.hold_ms = 1000;
+    Dispatcher dispatcher(settings);
+    Subscription limited = AnySubscription(1);
+    limited.rate_limit = 10;
+    dispatcher.SetSubscriptions({limited, AnySubscription(2)});
+    const int64_t now = 900000000000000, second = 1000000;
+    for (int64_t position = 1; position <= 100; position++) {
+        FeedEvent event = StreamEvent(position);
+        std::string digits = std::to_string(position);
+        event.event_id = "01a21c4e-de36-77a0-bb41-" + std::string(12 - digits.size(), '0') + digits;
+        dispatcher.AddEvent(event, now);
+    }
+    dispatcher.EndTransaction(100);
+    std::vector<HttpRequest> sent = dispatcher.TakeRequests(now, 0); // a burst of one, and 16
+    CHECK_EQ(sent.size(), size_t{1 + settings.max_requests_per_subscription});
+    for (const HttpRequest &request : sent)
+        dispatcher.Finish(HttpResponse{request.tag, 200, "", 1.0, ""}, now);
+    CHECK_EQ(dispatcher.TakeRequests(now, 0).size(), size_t{16}); // only the unlimited one
+    CHECK_EQ(dispatcher.NextDeadline(now), int64_t{100000});
+    dispatcher.StoreHeld(now);
+    Json records = Json::parse(dispatcher.TakeRecords());
+    int64_t last_due = 0;
+    size_t stored = 0;
+    bool in_order = true;
+    for (const auto &operation : records["operations"]) {
+        if (operation["op"] != "store")
+            continue;
+        stored++;
+        CHECK_EQ(operation["subscription_id"], Json(1));
+        CHECK_EQ(operation["attempt"], Json(0));
+        CHECK_EQ(operation["state"], Json("pending"));
+        int64_t due = 0;
+        CHECK(ParseTimestamp(operation["next_attempt_at"].get<std::string>(), &due));
+        CHECK_EQ(due % second, int64_t{0});
+        CHECK(due >= now + second && due <= now + 11 * second);
+        in_order = in_order && due >= last_due;
+        last_due = due;
+    }
+    CHECK(in_order);
+    CHECK_EQ(stored, size_t{99 - 10}); // ten it may send within the hold time stay in memory
+    for (const auto &attempt : records["log"])
+        CHECK(!attempt.contains("error"));
+}
+
 } // namespace
 
 int main() {
@@ -955,6 +1045,8 @@ int main() {
     TestOutcomeLog();
     TestOrderedHeldThenFailed();
     TestBatchLinger();
+    TestRateLimit();
+    TestRateLimitedSubscription();
     std::cout << "delivery_test: " << checks_run - checks_failed << " of " << checks_run
               << " checks passed\n";
     return checks_failed == 0 ? 0 : 1;
