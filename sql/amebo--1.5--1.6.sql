@@ -204,6 +204,15 @@ END
 $$;
 GRANT EXECUTE ON FUNCTION amebo.update_subscription(text, text, text, text, integer, jsonb, boolean, integer, double precision) TO amebo_admin;
 
+-- As sql/amebo.sql's general REVOKE does for a fresh install: PUBLIC executes none of them.
+REVOKE EXECUTE ON FUNCTION amebo_internal.operational_actions(),
+    amebo_internal.append_operational_event(text, jsonb),
+    amebo_internal.trip_circuit_breakers(jsonb),
+    amebo_internal.check_subscription(text, integer, integer, jsonb, double precision),
+    amebo.create_subscription(text, text, text, text, integer, jsonb, boolean, integer, double precision),
+    amebo.update_subscription(text, text, text, text, integer, jsonb, boolean, integer, double precision)
+FROM PUBLIC;
+
 -- Resumes a paused or disabled subscription; the circuit breaker's period starts over.
 CREATE OR REPLACE FUNCTION amebo.resume_subscription(application text, subscription text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
