@@ -163,6 +163,9 @@ def compare(objects, entries):
 # File names that look like amebo.<name> in the documents but are not database objects.
 FILE_SUFFIXES = {"cpp", "hpp", "control", "so", "conf", "md", "sql"}
 
+# Action names amebo itself appends (amebo_internal.operational_actions()): events, not objects.
+OPERATIONAL_ACTIONS = {"amebo.subscription_disabled"}
+
 
 # Every amebo.<name> or amebo_internal.<name> the documents mention that names no function,
 # view, table or setting.
@@ -172,7 +175,8 @@ def unknown_mentions(objects, documents):
     unknown = []
     for path, text in documents:
         for name in sorted(set(re.findall(r"(?<![\w/])amebo(?:_internal)?\.[a-z_0-9]+", text))):
-            if name not in known and name.split(".")[1] not in FILE_SUFFIXES:
+            if (name not in known and name.split(".")[1] not in FILE_SUFFIXES
+                    and name not in OPERATIONAL_ACTIONS):
                 unknown.append(f"{path}: {name}")
     return unknown
 
