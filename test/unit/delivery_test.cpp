@@ -1025,6 +1025,40 @@ void TestRateLimitedSubscription() {
         CHECK(!attempt.contains("error"));
 }
 
+// An ordered, rate-limited subscription whose line exceeds what it may send within the hold
+// time stores all of it, in order, and queues its next events behind (they go out in order
+// through amebo.deliveries).
+void TestRateLimitedOrdered() {
+    DispatchSettings settings;
+    settings.hold_ms = 1000;
+    Dispatcher dispatcher(settings);
+    Subscription subscription = AnySubscription(3);
+    subscription.ordered = true;
+    subscription.rate_limit = 2;
+    dispatcher.SetSubscriptions({subscription});
+    const int64_t now = 900000000000000;
+    for (int64_t position = 1; position <= 5; position++)
+        dispatcher.AddEvent(StreamEvent(position), now);
+    dispatcher.EndTransaction(100);
+    std::vector<HttpRequest> sent = dispatcher.TakeRequests(now, 0);
+    CHECK_EQ(sent.size(), size_t{1});
+    dispatcher.StoreHeld(now);
+    CHECK_EQ(dispatcher.Backlog(), size_t{0});
+    dispatcher.AddEvent(StreamEvent(6), now);
+    dispatcher.EndTransaction(200);
+    Json records = Json::parse(dispatcher.TakeRecords());
+    std::vector<std::pair<int64_t, int64_t>> stores; // (seq, position)
+    for (const auto &operation : records["operations"])
+        if (operation["op"] == "store")
+            stores.push_back(
+                {operation["seq"].get<int64_t>(), operation["positions"][0].get<int64_t>()});
+    std::sort(stores.begin(), stores.end());
+    std::vector<int64_t> positions;
+    for (const auto &store : stores)
+        positions.push_back(store.second);
+    CHECK(positions == (std::vector<int64_t>{2, 3, 4, 5, 6}));
+}
+
 } // namespace
 
 int main() {
@@ -1047,6 +1081,7 @@ int main() {
     TestBatchLinger();
     TestRateLimit();
     TestRateLimitedSubscription();
+    TestRateLimitedOrdered();
     std::cout << "delivery_test: " << checks_run - checks_failed << " of " << checks_run
               << " checks passed\n";
     return checks_failed == 0 ? 0 : 1;

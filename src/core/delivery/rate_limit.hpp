@@ -13,7 +13,8 @@ class RateLimit {
     // Requests that may go at once after a quiet spell: rate / 10, at least 1.
     static double Burst(double rate);
 
-    // Changes the rate; the bucket keeps its tokens (up to the new burst). A new bucket is full.
+    // Changes the rate; the bucket keeps its tokens (up to the new burst). A new limit starts
+    // with a full bucket.
     void SetRate(double rate);
 
     // True when a limit is set.
@@ -37,10 +38,10 @@ class RateLimit {
   private:
     double TokensAt(int64_t now) const;
 
-    double rate_ = 0;   // requests per second; 0: no limit
-    double tokens_ = 0; // requests that may go now
-    int64_t refilled_at_ = 0;
-    bool filled_ = false; // tokens_ was set once since the rate was
+    double rate_ = 0;         // requests per second; 0: no limit
+    double tokens_ = 0;       // requests that could go at refilled_at_
+    int64_t refilled_at_ = 0; // when tokens_ was counted (the last request)
+    bool filled_ = false;     // false: no request yet since the limit was set (a full bucket)
 };
 
 } // namespace amebo::delivery
