@@ -7,7 +7,8 @@
 # and resuming it delivers again; one that fails only some attempts stays active. See
 # test/webhooks/limits.py. Run from the tree root as an unprivileged user:
 #   bash test/scripts/webhook_limits.sh
-# Environment: AMEBO_LIMITS_PORT, the first port to try (default 55561; the first free one).
+# Environment: AMEBO_LIMITS_PORT, the first port to try (default 55561; the first free one);
+# AMEBO_LIMITS_RATE, the limited subscription's rate (default 20 requests per second).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 source "$top/test/lib/script_test.sh"
