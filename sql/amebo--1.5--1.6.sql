@@ -60,13 +60,18 @@ BEGIN
                    AND a.attempted_at > coalesce(a.succeeded_at, '-infinity')) AS failing_from
         FROM attempt a
         GROUP BY a.subscription_id
+    ), recomputed AS (
+        SELECT o.subscription_id,
+               CASE WHEN o.succeeded THEN o.failing_from
+                    ELSE least(x.failing_since, o.failing_from) END AS failing_since
+        FROM outcome o JOIN amebo.subscription_progress x ON x.subscription_id = o.subscription_id
     )
     UPDATE amebo.subscription_progress p
-    SET failing_since = CASE WHEN o.succeeded THEN o.failing_from
-                             ELSE least(p.failing_since, o.failing_from) END
-    FROM outcome o
-    WHERE p.subscription_id = o.subscription_id;
-    IF period <= interval '0' THEN
+    SET failing_since = n.failing_since
+    FROM recomputed n
+    WHERE p.subscription_id = n.subscription_id
+      AND p.failing_since IS DISTINCT FROM n.failing_since; -- healthy ones are not rewritten
+    IF period <= interval '0' OR NOT jsonb_path_exists(attempts, '$[*] ? (exists (@.error))') THEN
         RETURN;
     END IF;
     FOR tripped IN
