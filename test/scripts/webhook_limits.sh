@@ -4,8 +4,9 @@
 # on 127.0.0.1: a limited subscription's deliveries stay within its rate plus the burst while
 # an unlimited one is not held back; an endpoint that fails every attempt for 2 s is disabled
 # with a reason, its amebo.subscription_disabled event is delivered to another subscription,
-# and resuming it delivers again; one that fails only some attempts stays active. See
-# test/webhooks/limits.py. Run from the tree root as an unprivileged user:
+# and resuming it delivers again; one that fails only some attempts stays active, and so does
+# every one with amebo.disable_after = 0. See test/webhooks/limits.py. Run from the tree
+# root as an unprivileged user:
 #   bash test/scripts/webhook_limits.sh
 # Environment: AMEBO_LIMITS_PORT, the first port to try (default 55561; the first free one);
 # AMEBO_LIMITS_RATE, the limited subscription's rate (default 20 requests per second).

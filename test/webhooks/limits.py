@@ -14,7 +14,8 @@ Starts test/lib/receiver.py on 127.0.0.1 and checks, with figures:
                amebo.subscription_disabled event is appended to amebo-operations and delivered
                to another subscription; resume_subscription re-enables it and its events
                arrive. An endpoint that fails every first attempt but then succeeds, for twice
-               the period, stays active (negative control).
+               the period, stays active (negative control); with amebo.disable_after = 0
+               an always-failing endpoint stays active.
 The exit status is 1 when any check failed.
 """
 import argparse
@@ -202,6 +203,25 @@ def breaker_case(conn, rcv):
        "no further operational event")
 
 
+def breaker_off_case(conn, rcv):
+    print("--- amebo.disable_after = 0: never disabled", flush=True)
+    conn.execute("ALTER SYSTEM SET amebo.disable_after = 0")
+    conn.execute("SELECT pg_reload_conf()")
+    time.sleep(1.0)  # the worker reads the reload at its next wake-up (naptime 200 ms)
+    conn.execute("SELECT amebo.create_action('off.x', %s)", (APP,))
+    rcv.client.behave("/never", mode="fail", status=500)
+    subscribe(conn, rcv, "never", "off.x", "/never", max_retries=100)
+    conn.execute("SELECT amebo.append_event('off-1', 'off.x', '{}')")
+    time.sleep(2 * DISABLE_AFTER)
+    st = status_of(conn, "never")
+    attempts = len(rcv.client.requests("/never"))
+    check(st["state"] == "active" and attempts >= 5,
+          f"after {attempts} failed attempts over {2 * DISABLE_AFTER:.0f} s it is {st['state']}, "
+          f"failing since {st['failing_since']}")
+    conn.execute("ALTER SYSTEM RESET amebo.disable_after")
+    conn.execute("SELECT pg_reload_conf()")
+
+
 def main():
     with Receiver(secret=SECRET) as rcv:
         if args.receiver_pid_file:
@@ -209,7 +229,7 @@ def main():
                 f.write(str(rcv.proc.pid))
         with db() as conn:
             conn.execute("SELECT amebo.create_application(%s, NULL, %s)", (APP, SECRET))
-            for case in (rate_limit_case, breaker_case):
+            for case in (rate_limit_case, breaker_case, breaker_off_case):
                 try:
                     case(conn, rcv)
                 except Exception as error:  # a failed case still lets the next one run
