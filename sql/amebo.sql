@@ -1513,11 +1513,17 @@ $$;
 CREATE FUNCTION amebo_internal.trip_circuit_breakers(attempts jsonb) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog AS $$
 DECLARE
-    period interval := justify_interval(make_interval(secs => coalesce(
-        (SELECT x.setting::double precision FROM pg_settings x WHERE x.name = 'amebo.disable_after'),
-        3 * 24 * 3600)));
+    period interval;
     tripped record;
 BEGIN
+    -- The common case, every attempt succeeded: only subscriptions that were failing change.
+    IF NOT jsonb_path_exists(attempts, '$[*] ? (exists (@.error))') THEN
+        UPDATE amebo.subscription_progress p SET failing_since = NULL
+        WHERE p.failing_since IS NOT NULL
+          AND p.subscription_id IN (SELECT (a->>'subscription_id')::bigint
+                                    FROM jsonb_array_elements(attempts) a);
+        RETURN;
+    END IF;
     WITH attempt AS (
         SELECT o.subscription_id, o.error, o.attempted_at,
                max(o.attempted_at) FILTER (WHERE o.error IS NULL)
@@ -1541,7 +1547,9 @@ BEGIN
     FROM recomputed n
     WHERE p.subscription_id = n.subscription_id
       AND p.failing_since IS DISTINCT FROM n.failing_since; -- healthy ones are not rewritten
-    IF period <= interval '0' OR NOT jsonb_path_exists(attempts, '$[*] ? (exists (@.error))') THEN
+    -- The setting's text ('3d', '2s', '90min', '0') reads as an interval.
+    period := coalesce(current_setting('amebo.disable_after', true), '3d')::interval;
+    IF period <= interval '0' THEN
         RETURN;
     END IF;
     FOR tripped IN
