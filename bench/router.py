@@ -232,6 +232,8 @@ def report(f):
         f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M:%S} UTC",
         f"- four shards and a router, five PostgreSQL 15 clusters on this machine's {os.cpu_count()}"
         " CPUs (test/amebo.conf: fsync off); PL/Proxy over loopback TCP; bench/router.py",
+        f"- load average (1 min) {f['load'][0]:.1f} at the start, {f['load'][1]:.1f} at the end:"
+        " other work on the machine makes every figure here noisy",
         "",
         "Against the targets:",
         "",
@@ -301,11 +303,13 @@ def main():
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     log("starting four shards and a router")
+    load_before = os.getloadavg()[0]
     clusters = Clusters()
     try:
         figures = run(clusters)
     finally:
         clusters.stop()
+    figures["load"] = (load_before, os.getloadavg()[0])
     write_section(args.out, TITLE, report(figures))
     log(f"wrote the section \"{TITLE}\" of {args.out}")
 
