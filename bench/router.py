@@ -10,7 +10,9 @@ cluster), all on this machine's CPUs. Routed calls against direct calls in the s
    SELECT, directly and through the router: microseconds per call.
 3. Added latency: BENCH_ROUTER_CALLS sequential append_event calls from one client, each
    timed on the client, directly and through the router: the added microseconds at p50
-   (target: at most 150) and p99.
+   (target: at most 150) and p99. And the router backend's CPU time per call (from
+   /proc/PID/schedstat, which the machine's load does not inflate as it does wall time), for
+   the router's append_event and for the bare PL/Proxy call it wraps.
 4. Conflicts: BENCH_ROUTER_CALLS conflicting appends (AM001) against as many successful ones
    through the router (target: at most 2x; the issue asks for not slower); for comparison, a
    plain PL/Proxy function calling amebo.append_event, whose every error reconnects.
@@ -24,6 +26,7 @@ import argparse
 import datetime
 import os
 import re
+import statistics
 import subprocess
 import tempfile
 import threading
@@ -115,6 +118,24 @@ def call_latencies(conn, calls, prefix):
     return sorted(latencies)
 
 
+# CPU time (µs) the server process pid has used so far (it runs on this machine, as us).
+def backend_cpu_us(pid):
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[0]) / 1e3
+
+
+# The router backend's CPU µs per call of sql (one stream argument), median of 5 rounds.
+def router_cpu_per_call(conn, sql, calls, prefix):
+    pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+    rounds = []
+    for rnd in range(5):
+        before = backend_cpu_us(pid)
+        for i in range(calls // 5):
+            conn.execute(sql, (f"{prefix}-{rnd}-{i}",), prepare=True)
+        rounds.append((backend_cpu_us(pid) - before) / (calls // 5))
+    return statistics.median(rounds)
+
+
 def percentile(values, p):
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
@@ -190,6 +211,11 @@ def run(clusters):
         routed = call_latencies(r, CALLS, "lat-routed")
         figures["p50 direct"], figures["p50 routed"] = percentile(direct, 50), percentile(routed, 50)
         figures["p99 direct"], figures["p99 routed"] = percentile(direct, 99), percentile(routed, 99)
+        figures["cpu wrapper"] = router_cpu_per_call(
+            r, "SELECT amebo.append_event(%s, 'bench.made', '{}')", CALLS, "cpu-wrapper")
+        figures["cpu plproxy"] = router_cpu_per_call(
+            r, "SELECT (amebo_router_internal.append_event(%s, 'bench.made', '{}', NULL, NULL,"
+               " NULL)).version", CALLS, "cpu-plproxy")
 
         log("4. conflicts against successes")
         figures["routed success s"] = success_seconds(r, "amebo.append_event", CALLS, "ok-routed")
@@ -269,7 +295,12 @@ def report(f):
         f"One client, {CALLS:,} sequential append_event calls timed on the client: p50"
         f" {f['p50 direct']:.0f} µs direct, {f['p50 routed']:.0f} µs routed"
         f" (+{added_p50:.0f}); p99 {f['p99 direct']:.0f} µs direct,"
-        f" {f['p99 routed']:.0f} µs routed.",
+        f" {f['p99 routed']:.0f} µs routed. CPU time of the router's backend per call (median"
+        f" of 5 rounds): {f['cpu wrapper']:.0f} µs for the router's append_event, of which"
+        f" {f['cpu plproxy']:.0f} µs is the PL/Proxy call it wraps (the wrapper's error"
+        f" handling and search_path: {f['cpu wrapper'] - f['cpu plproxy']:.0f} µs). The rest"
+        " of the added time is the second hop: the shard parsing and running the call, and"
+        " two more process wake-ups per call, which a loaded machine delays most.",
         "",
         f"Conflicts: {CALLS:,} AM001 through the router took {f['routed conflict s']:.2f} s against"
         f" {f['routed success s']:.2f} s for as many successful appends ({conflict_ratio:.2f}x);"
