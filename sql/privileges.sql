@@ -164,7 +164,8 @@ SELECT secret LIKE 'whsec_%' AS admin_reads_the_table FROM amebo.applications WH
 RESET ROLE;
 -- amebo_internal: each role may execute only what the functions that call it as that role
 -- need (resume_projection runs as its caller; subscription_status calls
--- delivery_worker_stats with its reader's privileges); only the admin may look names up.
+-- delivery_worker_stats with its reader's privileges; amebo_router calls the shard helpers
+-- as the role of its user mapping); every role may look names up (since 1.6).
 SELECT r.rolname AS role, p.oid::regprocedure AS executes_internal
 FROM pg_proc p, pg_roles r
 WHERE p.pronamespace = 'amebo_internal'::regnamespace
