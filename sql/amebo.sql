@@ -177,13 +177,16 @@ GRANT EXECUTE ON FUNCTION amebo.settled_position() TO amebo_reader;
 -- Registry: applications, actions and their JSON Schemas
 -------------------------------------------------------------------------------------------
 
--- Services that publish or consume events. The secret signs webhooks (Standard Webhooks).
+-- Services that publish or consume events. The secret signs webhooks (Standard Webhooks);
+-- after a rotation the previous secret signs too, until previous_secret_expires_at.
 CREATE TABLE amebo.applications (
     name       text        NOT NULL,
     address    text,
     secret     text        NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
+    previous_secret            text,
+    previous_secret_expires_at timestamptz,
     CONSTRAINT applications_pkey PRIMARY KEY (name),
     CONSTRAINT applications_name_check CHECK (name ~ '^[a-z][a-z0-9_-]{0,62}$')
 );
@@ -341,8 +344,27 @@ END
 $$;
 GRANT EXECUTE ON FUNCTION amebo.update_application(text, text) TO amebo_admin;
 
+-- Raises 22023 unless overlap (how long a replaced secret keeps signing) is 0 to 30 days.
+CREATE FUNCTION amebo_internal.check_secret_overlap(overlap interval) RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog AS $$
+BEGIN
+    IF overlap IS NULL THEN
+        RAISE EXCEPTION 'overlap must not be NULL' USING ERRCODE = '22004',
+            HINT = 'Pass interval ''0'' to stop signing with the replaced secret at once.';
+    END IF;
+    IF overlap < interval '0' OR overlap > interval '30 days' THEN
+        RAISE EXCEPTION 'overlap % is out of range', overlap USING ERRCODE = '22023',
+            DETAIL = 'The replaced secret may keep signing for 0 to 30 days.';
+    END IF;
+END
+$$;
+
 -- Replaces an application's secret (a new random one when none is given); returns it.
-CREATE FUNCTION amebo.rotate_application_secret(name text, secret text DEFAULT NULL)
+-- During overlap the worker signs with both the new and the replaced secret (two signatures
+-- in webhook-signature), so that receivers can switch at their pace; after it, with the new
+-- one only. A rotation during an overlap ends it: only the secret just replaced stays valid.
+CREATE FUNCTION amebo.rotate_application_secret(name text, secret text DEFAULT NULL,
+                                                overlap interval DEFAULT '24 hours')
 RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET log_min_error_statement = panic AS $$
@@ -350,7 +372,11 @@ DECLARE
     stored text := coalesce(secret, amebo_internal.generate_secret());
 BEGIN
     PERFORM amebo_internal.check_secret(stored);
-    UPDATE amebo.applications a SET secret = stored, updated_at = now()
+    PERFORM amebo_internal.check_secret_overlap(overlap);
+    UPDATE amebo.applications a
+    SET previous_secret = CASE WHEN overlap > interval '0' THEN a.secret END,
+        previous_secret_expires_at = CASE WHEN overlap > interval '0' THEN now() + overlap END,
+        secret = stored, updated_at = now()
     WHERE a.name = rotate_application_secret.name;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'application "%" does not exist', name USING ERRCODE = '42704';
@@ -358,7 +384,7 @@ BEGIN
     RETURN stored;
 END
 $$;
-GRANT EXECUTE ON FUNCTION amebo.rotate_application_secret(text, text) TO amebo_admin;
+GRANT EXECUTE ON FUNCTION amebo.rotate_application_secret(text, text, interval) TO amebo_admin;
 
 -- Removes an application; with cascade also its actions and subscriptions, otherwise they
 -- must be gone.

@@ -47,6 +47,8 @@ Subscription SubscriptionFromRow(const pg::SqlRow &row) {
     subscription.batch_size = std::stoi(row.at(7));
     subscription.start_position = std::stoll(row.at(8));
     subscription.state = ParseSubscriptionState(row.at(9));
+    subscription.previous_secret = row.at(10);
+    subscription.previous_secret_until = ToInt(row.at(11));
     return subscription;
 }
 
@@ -140,7 +142,9 @@ std::vector<FeedEvent> EventsBetween(int64_t after, int64_t through, int limit) 
 std::vector<Subscription> LoadSubscriptions() {
     auto rows = pg::RunSql(
         "SELECT s.id, s.action, s.handler, a.secret, s.max_retries, "
-        "coalesce(s.filter::text, ''), s.ordered, s.batch_size, s.start_position, s.state "
+        "coalesce(s.filter::text, ''), s.ordered, s.batch_size, s.start_position, s.state, "
+        "CASE WHEN a.previous_secret_expires_at > now() THEN a.previous_secret END, "
+        "extract(epoch FROM a.previous_secret_expires_at)::bigint "
         "FROM amebo.subscriptions s JOIN amebo.applications a ON a.name = s.application");
     std::vector<Subscription> subscriptions;
     for (const auto &row : rows)
