@@ -51,4 +51,7 @@ BEGIN
     RETURN stored;
 END
 $$;
+-- PUBLIC gets nothing, as the fresh install's general REVOKE gives it nothing.
+REVOKE EXECUTE ON FUNCTION amebo_internal.check_secret_overlap(interval),
+    amebo.rotate_application_secret(text, text, interval) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION amebo.rotate_application_secret(text, text, interval) TO amebo_admin;
