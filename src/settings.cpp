@@ -1,8 +1,8 @@
 // Definitions of the amebo.* settings.
 #include "settings.hpp"
 
-#include <algorithm>
 #include <cstdlib>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -31,7 +31,7 @@ namespace {
 char *allowed_private_targets = nullptr;
 struct ParsedRanges {
     size_t count;
-    delivery::AddressRange ranges[1]; // count of them, allocated past the end
+    delivery::AddressRange *ranges; // count of them, in the same allocation, after this
 };
 const ParsedRanges *allowed_ranges = nullptr;
 uint64_t target_rules_version = 0;
@@ -62,7 +62,8 @@ bool ParseAllowedTargets(const char *text, ParsedRanges **parsed, char (&error)[
             *parsed = static_cast<ParsedRanges *>(malloc(bytes));
             if (*parsed != nullptr) {
                 (*parsed)->count = ranges.size();
-                std::copy(ranges.begin(), ranges.end(), (*parsed)->ranges);
+                (*parsed)->ranges = reinterpret_cast<delivery::AddressRange *>(*parsed + 1);
+                std::uninitialized_copy(ranges.begin(), ranges.end(), (*parsed)->ranges);
                 return true;
             }
         }
@@ -104,8 +105,8 @@ void AssignAllowPrivateTargets(bool newval, void *extra) {
 void DefineDeliverySettings() {
     DefineCustomBoolVariable(
         "amebo.allow_private_targets",
-        "Whether webhook handlers may resolve to loopback, private, link-local or metadata "
-        "addresses.",
+        "Whether webhook handlers may resolve to loopback, private or link-local addresses "
+        "(cloud metadata addresses only through amebo.allowed_private_targets).",
         "Checked when a subscription is created or changed, and again at every connection, after "
         "DNS resolution. Superuser-only: it widens what database roles can reach.",
         &allow_private_targets, false, PGC_SUSET, 0, nullptr, AssignAllowPrivateTargets, nullptr);
