@@ -7,7 +7,7 @@
 #include "core/delivery/matching.hpp"
 #include "core/delivery/target_policy.hpp"
 #include "core/error.hpp"
-#include "delivery/name_lookup.hpp"
+#include "core/delivery/name_lookup.hpp"
 #include "pg/guard.hpp"
 #include "pg/text_view.hpp"
 #include "settings.hpp"

@@ -13,6 +13,7 @@
 #include <iostream>
 #include <limits>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -23,12 +24,14 @@
 #include "core/delivery/envelope.hpp"
 #include "core/delivery/feed_event.hpp"
 #include "core/delivery/matching.hpp"
+#include "core/delivery/name_lookup.hpp"
 #include "core/delivery/message_key.hpp"
 #include "core/delivery/outcome_log.hpp"
 #include "core/delivery/retry_schedule.hpp"
 #include "core/delivery/signing.hpp"
 #include "core/delivery/target_policy.hpp"
 #include "core/error.hpp"
+#include "core/interrupts.hpp"
 
 namespace amebo::delivery {
 
@@ -1060,6 +1063,36 @@ void TestTargetRules() {
     CHECK(!AddressFromText(std::string("1.2.3.4\0", 8), &address));
 }
 
+// An interrupt check that always asks to stop, as a cancelled statement's does.
+[[noreturn]] void CancelNow() {
+    throw std::runtime_error("canceling statement due to user request");
+}
+
+// The cancellable look-up: localhost resolves to loopback addresses, an unknown name to none,
+// and a look-up cancelled while glibc runs it throws the check's error without blocking,
+// then later look-ups work (the abandoned requests are reaped).
+void TestNameLookup() {
+    std::vector<sockaddr_storage> found = ResolveHost("localhost");
+    CHECK(!found.empty());
+    for (const sockaddr_storage &address : found)
+        CHECK_EQ(ClassifyAddress(reinterpret_cast<const sockaddr *>(&address)),
+                 AddressKind::kLoopback);
+    CHECK(ResolveHost("no-such-host.invalid").empty());
+    amebo::SetInterruptCheck(CancelNow);
+    int cancelled = 0;
+    for (int i = 0; i < 20; i++) {
+        try {
+            CHECK(!ResolveHost("localhost").empty());
+        } catch (const std::runtime_error &error) {
+            CHECK_EQ(std::string(error.what()), "canceling statement due to user request");
+            cancelled++;
+        }
+    }
+    amebo::SetInterruptCheck(nullptr);
+    CHECK(!ResolveHost("localhost").empty());
+    std::cout << "name look-up: " << cancelled << " of 20 look-ups cancelled in flight\n";
+}
+
 } // namespace
 
 int main() {
@@ -1083,6 +1116,7 @@ int main() {
     TestRotationSignatures();
     TestAddressRangeLists();
     TestTargetRules();
+    TestNameLookup();
     std::cout << "delivery_test: " << checks_run - checks_failed << " of " << checks_run
               << " checks passed\n";
     return checks_failed == 0 ? 0 : 1;

@@ -1,5 +1,5 @@
 // Cancellable host name resolution (see name_lookup.hpp).
-#include "delivery/name_lookup.hpp"
+#include "core/delivery/name_lookup.hpp"
 
 #include <netdb.h>
 

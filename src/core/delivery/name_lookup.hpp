@@ -1,6 +1,6 @@
 // Host name resolution that a backend can cancel: glibc's getaddrinfo_a, polled with the
 // interrupt check of core/interrupts.hpp (statement_timeout, pg_cancel_backend), instead of
-// a getaddrinfo() that blocks until the resolver gives up.
+// a getaddrinfo() that blocks until the resolver gives up. Pure C++ (glibc only).
 #pragma once
 
 #include <sys/socket.h>
