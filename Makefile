@@ -29,7 +29,7 @@ PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Wno-register -Wno-unused-parameter \
 SHLIB_LINK = -lcurl -lcrypto -lstdc++ $(AMEBO_SANITIZE)
 
 REGRESS = setup border append read_stream read_all immutability bad_input registry validation \
-	state projections subscriptions consumers retention privileges upgrade
+	state projections subscriptions webhook_security consumers retention privileges upgrade
 REGRESS_OPTS = --temp-instance=tmp_check --temp-config=$(srcdir)/test/amebo.conf --load-extension=amebo
 ISOLATION = append_race retry_race read_all_gap schema_cache consumer_leases truncate_race
 ISOLATION_OPTS = --temp-instance=tmp_check_iso --temp-config=$(srcdir)/test/amebo.conf \

@@ -514,7 +514,9 @@ RETURNS TABLE (kind text, name text, definition jsonb)
 LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
     SELECT 'application', a.name,
            jsonb_build_object('address', a.address,
-                              'secret_sha256', encode(sha256(convert_to(a.secret, 'UTF8')), 'hex'))
+                              'secret_sha256', encode(sha256(convert_to(a.secret, 'UTF8')), 'hex'),
+                              'previous_secret_sha256',
+                              encode(sha256(convert_to(a.previous_secret, 'UTF8')), 'hex'))
     FROM amebo.applications a
     UNION ALL
     SELECT 'action', a.action,
@@ -536,7 +538,8 @@ LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
     SELECT 'subscription', s.application || '/' || s.name,
            jsonb_build_object('action', s.action, 'handler', s.handler,
                               'max_retries', s.max_retries, 'filter', s.filter,
-                              'ordered', s.ordered, 'batch_size', s.batch_size)
+                              'ordered', s.ordered, 'batch_size', s.batch_size,
+                              'rate_limit', s.rate_limit)
     FROM amebo.subscriptions s
 $$;
 GRANT EXECUTE ON FUNCTION amebo_internal.definitions() TO amebo_admin;
@@ -573,9 +576,11 @@ LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
                                     args[5]::regprocedure))
         WHEN 'create_subscription' THEN EXISTS (
             SELECT 1 FROM amebo.subscriptions s WHERE s.application = args[1] AND s.name = args[2]
-              AND (s.action, s.handler, s.max_retries, s.filter, s.ordered, s.batch_size)
+              AND (s.action, s.handler, s.max_retries, s.filter, s.ordered, s.batch_size,
+                   s.rate_limit)
                   IS DISTINCT FROM (args[3], args[4], args[5]::integer, args[6]::jsonb,
-                                    args[7]::boolean, args[8]::integer))
+                                    args[7]::boolean, args[8]::integer,
+                                    nullif(args[9]::double precision, 'Infinity')))
         ELSE false
     END
 $$;
@@ -654,3 +659,56 @@ REVOKE EXECUTE ON FUNCTION amebo.set_shard_identity(integer, integer), amebo.sha
     amebo_internal.definitions(), amebo_internal.definition_digests(),
     amebo_internal.apply_definition(text, text[]), amebo_internal.existing_secret(text),
     amebo_internal.exists_otherwise(text, text[]) FROM PUBLIC;
+-- Webhook secret rotation with an overlap (issue 16, item 4): the replaced secret keeps
+-- signing beside the new one until previous_secret_expires_at.
+ALTER TABLE amebo.applications ADD COLUMN previous_secret text,
+    ADD COLUMN previous_secret_expires_at timestamptz;
+
+DROP FUNCTION amebo.rotate_application_secret(text, text);
+
+-- Raises 22023 unless overlap (how long a replaced secret keeps signing) is 0 to 30 days.
+CREATE FUNCTION amebo_internal.check_secret_overlap(overlap interval) RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog AS $$
+BEGIN
+    IF overlap IS NULL THEN
+        RAISE EXCEPTION 'overlap must not be NULL' USING ERRCODE = '22004',
+            HINT = 'Pass interval ''0'' to stop signing with the replaced secret at once.';
+    END IF;
+    IF overlap < interval '0' OR overlap > interval '30 days' THEN
+        RAISE EXCEPTION 'overlap % is out of range', overlap USING ERRCODE = '22023',
+            DETAIL = 'The replaced secret may keep signing for 0 to 30 days.';
+    END IF;
+END
+$$;
+
+-- Replaces an application's secret (a new random one when none is given); returns it.
+-- During overlap the worker signs with both the new and the replaced secret (two signatures
+-- in webhook-signature), so that receivers can switch at their pace; after it, with the new
+-- one only. A rotation during an overlap ends it: only the secret just replaced stays valid.
+-- Rotating to the secret already in use changes nothing (a retried rotation keeps its overlap).
+CREATE FUNCTION amebo.rotate_application_secret(name text, secret text DEFAULT NULL,
+                                                overlap interval DEFAULT '24 hours')
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET log_min_error_statement = panic AS $$
+DECLARE
+    stored text := coalesce(secret, amebo_internal.generate_secret());
+BEGIN
+    PERFORM amebo_internal.check_secret(stored);
+    PERFORM amebo_internal.check_secret_overlap(overlap);
+    UPDATE amebo.applications a
+    SET previous_secret = CASE WHEN overlap > interval '0' THEN a.secret END,
+        previous_secret_expires_at = CASE WHEN overlap > interval '0' THEN now() + overlap END,
+        secret = stored, updated_at = now()
+    WHERE a.name = rotate_application_secret.name AND a.secret <> stored;
+    IF NOT FOUND AND NOT EXISTS (SELECT 1 FROM amebo.applications a
+                                 WHERE a.name = rotate_application_secret.name) THEN
+        RAISE EXCEPTION 'application "%" does not exist', name USING ERRCODE = '42704';
+    END IF;
+    RETURN stored;
+END
+$$;
+-- PUBLIC gets nothing, as the fresh install's general REVOKE gives it nothing.
+REVOKE EXECUTE ON FUNCTION amebo_internal.check_secret_overlap(interval),
+    amebo.rotate_application_secret(text, text, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION amebo.rotate_application_secret(text, text, interval) TO amebo_admin;

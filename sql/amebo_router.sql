@@ -707,14 +707,18 @@ LANGUAGE sql VOLATILE SET search_path = pg_catalog AS $$
     SELECT amebo_router_internal.define('update_application', ARRAY[name, address])
 $$;
 
--- Replaces an application's secret on every shard (a new random one when none is given).
-CREATE FUNCTION amebo.rotate_application_secret(name text, secret text DEFAULT NULL)
+-- Replaces an application's secret on every shard (a new random one when none is given),
+-- the replaced one signing beside it during the overlap. A re-run with the returned secret
+-- after a partial failure changes nothing on the shards that already have it.
+CREATE FUNCTION amebo.rotate_application_secret(name text, secret text DEFAULT NULL,
+                                                overlap interval DEFAULT '24 hours')
 RETURNS text
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog AS $$
 DECLARE
     stored text := coalesce(secret, amebo_router_internal.generate_secret());
 BEGIN
-    PERFORM amebo_router_internal.define('rotate_application_secret', ARRAY[name, stored]);
+    PERFORM amebo_router_internal.define('rotate_application_secret',
+                                         ARRAY[name, stored, overlap::text]);
     RETURN stored;
 END
 $$;
@@ -786,12 +790,13 @@ CREATE FUNCTION amebo.create_subscription(application text, subscription text, a
                                           handler text, max_retries integer DEFAULT 5,
                                           filter jsonb DEFAULT NULL,
                                           ordered boolean DEFAULT false,
-                                          batch_size integer DEFAULT 1)
+                                          batch_size integer DEFAULT 1,
+                                          rate_limit double precision DEFAULT NULL)
 RETURNS bigint
 LANGUAGE sql VOLATILE SET search_path = pg_catalog AS $$
     SELECT amebo_router_internal.define('create_subscription',
         ARRAY[application, subscription, action, handler, max_retries::text, filter::text,
-              ordered::text, batch_size::text])::bigint
+              ordered::text, batch_size::text, rate_limit::text])::bigint
 $$;
 
 -- Changes a subscription on every shard; NULL leaves a setting as it is.
@@ -800,12 +805,13 @@ CREATE FUNCTION amebo.update_subscription(application text, subscription text,
                                           max_retries integer DEFAULT NULL,
                                           filter jsonb DEFAULT NULL,
                                           ordered boolean DEFAULT NULL,
-                                          batch_size integer DEFAULT NULL)
+                                          batch_size integer DEFAULT NULL,
+                                          rate_limit double precision DEFAULT NULL)
 RETURNS void
 LANGUAGE sql VOLATILE SET search_path = pg_catalog AS $$
     SELECT amebo_router_internal.define('update_subscription',
         ARRAY[application, subscription, action, handler, max_retries::text, filter::text,
-              ordered::text, batch_size::text])
+              ordered::text, batch_size::text, rate_limit::text])
 $$;
 
 -- Removes a subscription from every shard.

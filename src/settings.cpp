@@ -1,6 +1,11 @@
 // Definitions of the amebo.* settings.
 #include "settings.hpp"
 
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
 #include "pg/postgres.hpp"
 
 namespace amebo::settings {
@@ -23,6 +28,15 @@ int disable_after = 3 * 24 * 3600;
 
 namespace {
 
+// amebo.allowed_private_targets's text, and its ranges as its check hook parsed them.
+char *allowed_private_targets = nullptr;
+struct ParsedRanges {
+    size_t count;
+    delivery::AddressRange *ranges; // count of them, in the same allocation, after this
+};
+const ParsedRanges *allowed_ranges = nullptr;
+uint64_t target_rules_version = 0;
+
 // The values amebo.unknown_actions accepts.
 const struct config_enum_entry kUnknownActionsOptions[] = {
     {"allow", kAllowUnknownActions, false},
@@ -37,15 +51,76 @@ void DefineMilliseconds(const char *name, const char *description, int *value, i
                             PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr, nullptr);
 }
 
+// Parses amebo.allowed_private_targets into *parsed (malloc'd, as GUC extra data must be),
+// or returns false with the reason in error. Never throws.
+template <size_t N>
+bool ParseAllowedTargets(const char *text, ParsedRanges **parsed, char (&error)[N]) noexcept {
+    try {
+        std::vector<delivery::AddressRange> ranges;
+        std::string why = "Out of memory.";
+        if (delivery::ParseAddressRanges(text != nullptr ? text : "", &ranges, &why)) {
+            size_t bytes = sizeof(ParsedRanges) + ranges.size() * sizeof(delivery::AddressRange);
+            *parsed = static_cast<ParsedRanges *>(malloc(bytes));
+            if (*parsed != nullptr) {
+                (*parsed)->count = ranges.size();
+                (*parsed)->ranges = reinterpret_cast<delivery::AddressRange *>(*parsed + 1);
+                std::uninitialized_copy(ranges.begin(), ranges.end(), (*parsed)->ranges);
+                return true;
+            }
+        }
+        strlcpy(error, why.c_str(), N);
+    } catch (...) {
+        strlcpy(error, "Out of memory.", N);
+    }
+    return false;
+}
+
+// GUC check hook of amebo.allowed_private_targets: refuses a malformed list, saying why. No
+// C++ object lives across the GUC_check_* calls, which may raise a PostgreSQL error.
+bool CheckAllowedTargets(char **newval, void **extra, GucSource source) {
+    ParsedRanges *parsed = nullptr;
+    char error[256] = "";
+    if (ParseAllowedTargets(*newval, &parsed, error)) {
+        *extra = parsed;
+        return true;
+    }
+    GUC_check_errmsg("invalid value for amebo.allowed_private_targets");
+    GUC_check_errdetail("%s", error);
+    GUC_check_errhint("Give a comma-separated list of IPv4 or IPv6 addresses or CIDR ranges, "
+                      "such as '10.1.0.0/16, 127.0.0.1/32, fd00::/8'.");
+    return false;
+}
+
+// GUC assign hook of amebo.allowed_private_targets: keeps the ranges its check hook parsed.
+void AssignAllowedTargets(const char *newval, void *extra) {
+    allowed_ranges = static_cast<const ParsedRanges *>(extra);
+    target_rules_version++;
+}
+
+// GUC assign hook of amebo.allow_private_targets: tells holders of the rules to renew them.
+void AssignAllowPrivateTargets(bool newval, void *extra) {
+    target_rules_version++;
+}
+
 // The settings of webhook delivery.
 void DefineDeliverySettings() {
     DefineCustomBoolVariable(
         "amebo.allow_private_targets",
-        "Whether webhook handlers may resolve to loopback, private, link-local or metadata "
-        "addresses.",
+        "Whether webhook handlers may resolve to loopback, private or link-local addresses "
+        "(cloud metadata addresses only through amebo.allowed_private_targets).",
         "Checked when a subscription is created or changed, and again at every connection, after "
         "DNS resolution. Superuser-only: it widens what database roles can reach.",
-        &allow_private_targets, false, PGC_SUSET, 0, nullptr, nullptr, nullptr);
+        &allow_private_targets, false, PGC_SUSET, 0, nullptr, AssignAllowPrivateTargets, nullptr);
+    DefineCustomStringVariable(
+        "amebo.allowed_private_targets",
+        "Non-public addresses webhook handlers may reach: a comma-separated list of IPv4 or "
+        "IPv6 addresses or CIDR ranges.",
+        "Allowed whatever amebo.allow_private_targets says. Cloud metadata addresses (such as "
+        "169.254.169.254) are reached only when listed exactly, even with "
+        "amebo.allow_private_targets on. Superuser-only: it widens what database roles can "
+        "reach.",
+        &allowed_private_targets, "", PGC_SUSET, 0, CheckAllowedTargets, AssignAllowedTargets,
+        nullptr);
     DefineMilliseconds("amebo.retry_base_delay", "Delay before the first retry of a delivery.",
                        &retry_base_delay, 1000, 10, 24 * 3600 * 1000);
     DefineMilliseconds("amebo.retry_max_delay", "Longest delay between two delivery attempts.",
@@ -81,6 +156,19 @@ void DefineDeliverySettings() {
 }
 
 } // namespace
+
+delivery::TargetRules CurrentTargetRules() {
+    delivery::TargetRules rules;
+    rules.allow_private = allow_private_targets;
+    if (allowed_ranges != nullptr)
+        rules.allowed.assign(allowed_ranges->ranges,
+                             allowed_ranges->ranges + allowed_ranges->count);
+    return rules;
+}
+
+uint64_t TargetRulesVersion() {
+    return target_rules_version;
+}
 
 void Init() {
     DefineCustomIntVariable(

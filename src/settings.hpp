@@ -1,6 +1,10 @@
 // amebo's configuration settings (GUCs), all under the reserved prefix "amebo.".
 #pragma once
 
+#include <cstdint>
+
+#include "core/delivery/target_policy.hpp"
+
 namespace amebo::settings {
 
 // amebo.max_payload_size: the largest payload or metadata accepted, in bytes of jsonb.
@@ -23,6 +27,14 @@ extern int worker_naptime;
 
 // amebo.allow_private_targets: whether handlers may be loopback, private or link-local.
 extern bool allow_private_targets;
+
+// amebo.allow_private_targets and amebo.allowed_private_targets (its parsed ranges), as the
+// rules webhook targets are checked against.
+delivery::TargetRules CurrentTargetRules();
+
+// Changes whenever one of the two settings above is assigned, so that a holder of
+// CurrentTargetRules() knows when to take them again.
+uint64_t TargetRulesVersion();
 
 // amebo.retry_base_delay / amebo.retry_max_delay: the retry schedule, in milliseconds.
 extern int retry_base_delay;

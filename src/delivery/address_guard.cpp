@@ -1,4 +1,4 @@
-// The private-address guard (see address_guard.hpp).
+// The address guard (see address_guard.hpp).
 #include "delivery/address_guard.hpp"
 
 #include <arpa/inet.h>
@@ -7,17 +7,9 @@
 #include <algorithm>
 #include <cstring>
 
-#include "core/delivery/target_policy.hpp"
-
 namespace amebo::delivery {
 
 namespace {
-
-// The refusal message for a connection to a non-public address.
-std::string RefusalMessage(const std::string &address, AddressKind kind) {
-    return "refused to connect to " + address + ": " + AddressKindName(kind) +
-           " address (amebo.allow_private_targets is off)";
-}
 
 // The text of an IPv4 or IPv6 socket address, such as "127.0.0.1" or "::1".
 std::string AddressText(const sockaddr_storage &address) {
@@ -32,29 +24,41 @@ std::string AddressText(const sockaddr_storage &address) {
     return text;
 }
 
+// Why address may not be reached under rules, or "" when it may.
+std::string Refuse(const TargetRules &rules, const sockaddr_storage &address) {
+    AddressKind kind = AddressKind::kReserved;
+    if (MayReach(rules, reinterpret_cast<const sockaddr *>(&address), &kind))
+        return {};
+    return "refused to connect to " + RefusalReason(AddressText(address), kind);
+}
+
 } // namespace
 
-std::string RefuseSocketAddress(int family, const sockaddr *address, size_t length) {
+std::string RefusalReason(const std::string &address, AddressKind kind) {
+    std::string what = address + ": " + AddressKindName(kind) + " address";
+    if (kind == AddressKind::kMetadata)
+        return what + " (cloud metadata addresses are reached only when "
+                      "amebo.allowed_private_targets lists them exactly)";
+    return what + " (amebo.allow_private_targets is off and amebo.allowed_private_targets "
+                  "does not list it)";
+}
+
+std::string RefuseSocketAddress(const TargetRules &rules, int family, const sockaddr *address,
+                                size_t length) {
     if (family != AF_INET && family != AF_INET6)
-        return "refused to connect to a non-IP address (amebo.allow_private_targets is off)";
+        return "refused to connect to a non-IP address";
     // Copied out: the caller's struct may be a plain sockaddr, too small for an IPv6 address.
     sockaddr_storage copy{};
     std::memcpy(&copy, address, std::min(length, sizeof(copy)));
-    AddressKind kind = ClassifyAddress(reinterpret_cast<const sockaddr *>(&copy));
-    if (IsPublicAddress(kind))
-        return {};
-    return RefusalMessage(AddressText(copy), kind);
+    return Refuse(rules, copy);
 }
 
-std::string RefusePeerAddress(const char *address) {
+std::string RefusePeerAddress(const TargetRules &rules, const char *address) {
     std::string text = address != nullptr ? address : "";
-    AddressKind kind = AddressKind::kReserved;
-    bool known = ClassifyAddressText(text, &kind);
-    if (known && IsPublicAddress(kind))
-        return {};
-    return known ? RefusalMessage(text, kind)
-                 : "refused to send to unrecognized address \"" + text +
-                       "\" (amebo.allow_private_targets is off)";
+    sockaddr_storage parsed{};
+    if (!AddressFromText(text, &parsed))
+        return "refused to send to unrecognized address \"" + text + "\"";
+    return Refuse(rules, parsed);
 }
 
 } // namespace amebo::delivery

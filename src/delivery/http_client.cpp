@@ -123,15 +123,20 @@ struct Watch {
     char callback_error[kCallbackErrorSize] = {};
 };
 
-// Why transfer may not connect to address, or "" when it may.
-std::string CheckAddress(const Transfer &transfer, const curl_sockaddr &address) {
-    if (transfer.request.allow_private)
-        return {};
-    return RefuseSocketAddress(address.family, &address.addr, address.addrlen);
+// The rules of the addresses transfer may reach (public ones only when it has none).
+const TargetRules &RulesOf(const Transfer &transfer) {
+    static const TargetRules kPublicOnly;
+    return transfer.request.targets ? *transfer.request.targets : kPublicOnly;
 }
 
-// CURLOPT_OPENSOCKETFUNCTION: opens a socket for a resolved address unless the request may
-// reach public addresses only and this one is not. curl tries the next address, if any.
+// Why transfer may not connect to address, or "" when it may.
+std::string CheckAddress(const Transfer &transfer, const curl_sockaddr &address) {
+    return RefuseSocketAddress(RulesOf(transfer), address.family, &address.addr, address.addrlen);
+}
+
+// CURLOPT_OPENSOCKETFUNCTION: opens a socket for a resolved address unless the request's
+// target rules refuse it (every address a name resolves to comes here). curl tries the next
+// address, if any.
 curl_socket_t OpenSocket(void *clientp, curlsocktype purpose, curl_sockaddr *address) {
     auto *transfer = static_cast<Transfer *>(clientp);
     try {
@@ -148,14 +153,12 @@ curl_socket_t OpenSocket(void *clientp, curlsocktype purpose, curl_sockaddr *add
 
 // CURLOPT_PREREQFUNCTION: checks the peer of the connection a request is about to be sent on.
 // OpenSocket checks new connections; this also covers a pooled connection that libcurl
-// reuses, which may have been opened for a request that allowed private targets.
+// reuses, which may have been opened under rules that a reload has narrowed since.
 int CheckConnection(void *clientp, char *primary_ip, char *local_ip, int primary_port,
                     int local_port) {
     auto *transfer = static_cast<Transfer *>(clientp);
-    if (transfer->request.allow_private)
-        return CURL_PREREQFUNC_OK;
     try {
-        std::string refusal = RefusePeerAddress(primary_ip);
+        std::string refusal = RefusePeerAddress(RulesOf(*transfer), primary_ip);
         if (refusal.empty())
             return CURL_PREREQFUNC_OK;
         if (transfer->refusal.empty())

@@ -48,6 +48,8 @@ Subscription SubscriptionFromRow(const pg::SqlRow &row) {
     subscription.start_position = std::stoll(row.at(8));
     subscription.state = ParseSubscriptionState(row.at(9));
     subscription.rate_limit = std::stod(row.at(10)); // rate limit hook: 0 for none
+    subscription.previous_secret = row.at(11);
+    subscription.previous_secret_until = ToInt(row.at(12));
     return subscription;
 }
 
@@ -142,7 +144,9 @@ std::vector<Subscription> LoadSubscriptions() {
     auto rows = pg::RunSql(
         "SELECT s.id, s.action, s.handler, a.secret, s.max_retries, "
         "coalesce(s.filter::text, ''), s.ordered, s.batch_size, s.start_position, s.state, "
-        "coalesce(s.rate_limit, 0) "
+        "coalesce(s.rate_limit, 0), "
+        "CASE WHEN a.previous_secret_expires_at > now() THEN a.previous_secret END, "
+        "extract(epoch FROM a.previous_secret_expires_at)::bigint "
         "FROM amebo.subscriptions s JOIN amebo.applications a ON a.name = s.application");
     std::vector<Subscription> subscriptions;
     for (const auto &row : rows)

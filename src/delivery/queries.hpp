@@ -77,7 +77,7 @@ void EndCatchUp(const std::string &slot, int64_t checkpoint);
 // Up to limit events after position after, through position through, in order.
 std::vector<FeedEvent> EventsBetween(int64_t after, int64_t through, int limit);
 
-// Every subscription with its application's secret.
+// Every subscription with its application's secret, and the replaced one while it still signs.
 std::vector<Subscription> LoadSubscriptions();
 
 // Up to limit stored messages that are due, leaving out the keys skip (MessageKey::Text()).

@@ -188,6 +188,15 @@ void DeliveryService::Prune() {
     PruneDeliveryLog(settings::delivery_log_retention);
 }
 
+// Rebuilds the target rules of new requests when their settings changed (by a reload).
+void DeliveryService::RefreshTargetRules() {
+    uint64_t version = settings::TargetRulesVersion();
+    if (targets_ && version == targets_version_)
+        return;
+    targets_ = std::make_shared<const TargetRules>(settings::CurrentTargetRules());
+    targets_version_ = version;
+}
+
 void DeliveryService::Step(bool subscriptions_changed) {
     now_ = Now();
     if (!active_) {
@@ -205,11 +214,12 @@ void DeliveryService::Step(bool subscriptions_changed) {
     if (subscriptions_changed || now_ >= next_due_fetch_)
         FetchDue();
     dispatcher_->StoreHeld(now_);
+    RefreshTargetRules();
     int64_t unix_seconds = static_cast<int64_t>(time(nullptr));
     for (HttpRequest &request : dispatcher_->TakeRequests(now_, unix_seconds)) {
         request.timeout_ms = settings::delivery_timeout;
         request.connect_timeout_ms = settings::connect_timeout;
-        request.allow_private = settings::allow_private_targets;
+        request.targets = targets_;
         http_->Submit(std::move(request));
     }
     MeasureCheckpoint();

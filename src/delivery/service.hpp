@@ -62,6 +62,7 @@ class DeliveryService : private QueueSink {
     void Confirm();
     void MeasureCheckpoint();
     void Prune();
+    void RefreshTargetRules();
     int64_t Now() const;
     static DispatchSettings CurrentSettings();
 
@@ -92,6 +93,8 @@ class DeliveryService : private QueueSink {
     uint64_t loaded_changes_ = 0; // the subscription change count the list was loaded at
     int64_t next_prune_ = 0;
     int64_t now_ = 0;
+    std::shared_ptr<const TargetRules> targets_; // what new requests may reach
+    uint64_t targets_version_ = 0;               // settings::TargetRulesVersion() of targets_
 };
 
 } // namespace amebo::delivery

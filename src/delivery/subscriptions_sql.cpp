@@ -2,12 +2,12 @@
 #include <netdb.h>
 #include <sys/socket.h>
 
-#include <memory>
 #include <string>
 
 #include "core/delivery/matching.hpp"
 #include "core/delivery/target_policy.hpp"
 #include "core/error.hpp"
+#include "core/delivery/name_lookup.hpp"
 #include "pg/guard.hpp"
 #include "pg/text_view.hpp"
 #include "settings.hpp"
@@ -21,38 +21,40 @@ namespace amebo::delivery {
 
 namespace {
 
-// Raises 22023 for a handler address that amebo.allow_private_targets does not allow.
-void RefuseAddress(const HandlerUrl &url, const char *address, AddressKind kind) {
-    if (settings::allow_private_targets || IsPublicAddress(kind))
+// Raises 22023 for a handler address that the target settings do not let webhooks reach.
+void RefuseAddress(const TargetRules &rules, const HandlerUrl &url, const sockaddr_storage &address,
+                   const std::string &text) {
+    AddressKind kind = AddressKind::kReserved;
+    if (MayReach(rules, reinterpret_cast<const sockaddr *>(&address), &kind))
         return;
-    std::string where = url.host == address ? "handler address \"" + url.host + "\""
-                                            : "handler host \"" + url.host + "\" resolves to " +
-                                                  address + ", which";
+    std::string where = url.host == text
+                            ? "handler address \"" + url.host + "\""
+                            : "handler host \"" + url.host + "\" resolves to " + text + ", which";
+    bool metadata = kind == AddressKind::kMetadata;
     throw Error(sqlstate::kInvalidParameterValue,
                 where + " is not allowed: " + AddressKindName(kind) + " address",
-                "Webhooks may not reach loopback, private, link-local or metadata addresses.",
-                "A superuser can allow them with amebo.allow_private_targets = on.");
+                metadata ? "Webhooks may not reach cloud metadata addresses."
+                         : "Webhooks may not reach loopback, private, link-local or reserved "
+                           "addresses.",
+                metadata ? "A superuser can allow this exact address by listing it in "
+                           "amebo.allowed_private_targets."
+                         : "A superuser can allow them with amebo.allow_private_targets = on, "
+                           "or list their ranges in amebo.allowed_private_targets.");
 }
 
-// Checks every address host resolves to; a name that does not resolve now is accepted (it is
-// checked again at every connection). With private targets allowed every address passes, so
-// the look-up (which blocks, and cannot be cancelled) is skipped.
-void CheckResolvedAddresses(const HandlerUrl &url) {
-    if (settings::allow_private_targets)
-        return;
-    struct addrinfo hints = {};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    struct addrinfo *found = nullptr;
-    if (getaddrinfo(url.host.c_str(), nullptr, &hints, &found) != 0)
-        return;
-    std::unique_ptr<struct addrinfo, void (*)(struct addrinfo *)> owned(found, freeaddrinfo);
-    for (auto *entry = found; entry != nullptr; entry = entry->ai_next) {
-        char text[NI_MAXHOST] = "";
-        getnameinfo(entry->ai_addr, entry->ai_addrlen, text, sizeof(text), nullptr, 0,
-                    NI_NUMERICHOST);
-        RefuseAddress(url, text, ClassifyAddress(entry->ai_addr));
-    }
+// The numeric text of an address, such as "10.0.0.1" or "::1".
+std::string NumericText(const sockaddr_storage &address) {
+    char text[NI_MAXHOST] = "";
+    getnameinfo(reinterpret_cast<const sockaddr *>(&address), sizeof(address), text, sizeof(text),
+                nullptr, 0, NI_NUMERICHOST);
+    return text;
+}
+
+// Checks every address the handler's host resolves to; a name that does not resolve now is
+// accepted (it is checked again at every connection). The look-up can be cancelled.
+void CheckResolvedAddresses(const TargetRules &rules, const HandlerUrl &url) {
+    for (const sockaddr_storage &address : ResolveHost(url.host))
+        RefuseAddress(rules, url, address, NumericText(address));
 }
 
 } // namespace
@@ -66,11 +68,12 @@ extern "C" Datum amebo_check_handler(PG_FUNCTION_ARGS) {
     return pg::Entry([&] {
         std::string handler(pg::TextView(PG_GETARG_TEXT_PP(0)));
         delivery::HandlerUrl url = delivery::ParseHandlerUrl(handler);
-        delivery::AddressKind kind;
-        if (delivery::ClassifyAddressText(url.host, &kind))
-            delivery::RefuseAddress(url, url.host.c_str(), kind);
+        delivery::TargetRules rules = settings::CurrentTargetRules();
+        sockaddr_storage address{};
+        if (delivery::AddressFromText(url.host, &address))
+            delivery::RefuseAddress(rules, url, address, url.host);
         else
-            delivery::CheckResolvedAddresses(url);
+            delivery::CheckResolvedAddresses(rules, url);
         PG_RETURN_VOID();
     });
 }

@@ -7,14 +7,19 @@
 // it; a host that the C library would read as an IPv4 address (inet_aton: "127.1", "0x7f.1",
 // "2130706433") is accepted only in dotted-decimal form. Address classes agree between text
 // and socket address, and an IPv4 address embedded in IPv6 (mapped, NAT64, 6to4) is
-// classified as the IPv4 address itself.
+// classified as the IPv4 address itself. The input read as an amebo.allowed_private_targets
+// list is refused naming an entry, or accepted with one range per entry; without a list,
+// public addresses are reachable whatever the switch says, other ones only with it on, and
+// metadata addresses never.
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "core/delivery/target_policy.hpp"
 #include "core/error.hpp"
@@ -26,6 +31,7 @@ using amebo::delivery::AddressKind;
 using amebo::delivery::AddressKindName;
 using amebo::delivery::ClassifyAddress;
 using amebo::delivery::ClassifyAddressText;
+using amebo::delivery::MayReach;
 
 // The URL as libcurl parses it: host (brackets removed) and port; false when it refuses.
 bool CurlParts(const std::string &url, std::string *host, int *port) {
@@ -144,6 +150,40 @@ void CheckAddresses(const unsigned char *bytes16) {
     KindOfIpv6(bytes16);
 }
 
+// The allowlist parser: refused with the entry named, or one range per comma-separated entry.
+void CheckAddressRanges(const std::string &text) {
+    std::vector<amebo::delivery::AddressRange> ranges;
+    std::string error;
+    if (!amebo::delivery::ParseAddressRanges(text, &ranges, &error)) {
+        FUZZ_CHECK(error.rfind("Entry ", 0) == 0, "refusal without the entry: " + error);
+        return;
+    }
+    bool blank = text.find_first_not_of(" \t\r\n") == std::string::npos;
+    size_t entries = blank ? 0 : 1 + std::count(text.begin(), text.end(), ',');
+    FUZZ_CHECK(ranges.size() == entries, "ranges " + std::to_string(ranges.size()) +
+                                             " for entries " + std::to_string(entries));
+    for (const auto &range : ranges)
+        FUZZ_CHECK(range.prefix_length >= 0 && range.prefix_length <= 128,
+                   std::to_string(range.prefix_length));
+}
+
+// Reachability without a list: public always, metadata never, the rest with the switch on.
+void CheckReachability(const unsigned char *bytes16) {
+    sockaddr_in6 address{};
+    address.sin6_family = AF_INET6;
+    std::memcpy(&address.sin6_addr, bytes16, 16);
+    const auto *raw = reinterpret_cast<const sockaddr *>(&address);
+    amebo::delivery::TargetRules off;
+    amebo::delivery::TargetRules on;
+    on.allow_private = true;
+    AddressKind kind = ClassifyAddress(raw);
+    AddressKind judged;
+    FUZZ_CHECK(MayReach(off, raw, &judged) == (kind == AddressKind::kPublic) && judged == kind,
+               AddressKindName(kind));
+    FUZZ_CHECK(MayReach(on, raw, &judged) == (kind != AddressKind::kMetadata),
+               AddressKindName(kind));
+}
+
 } // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -151,6 +191,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     unsigned char bytes16[16] = {};
     std::memcpy(bytes16, data, std::min<size_t>(size, 16));
     CheckAddresses(bytes16);
+    CheckReachability(bytes16);
+    CheckAddressRanges(std::string(amebo::fuzz::AsText(data, size)));
     AddressKind kind;
     ClassifyAddressText(amebo::fuzz::AsText(data, size), &kind);
     return 0;

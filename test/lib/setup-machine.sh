@@ -24,6 +24,7 @@ packages=(
     npm
     clang
     libclang-rt-14-dev
+    prometheus-postgres-exporter
 )
 
 # valijson is header-only, but Debian's libvalijson-dev depends on the libraries of every

@@ -13,6 +13,7 @@
 #include <iostream>
 #include <limits>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -23,6 +24,7 @@
 #include "core/delivery/envelope.hpp"
 #include "core/delivery/feed_event.hpp"
 #include "core/delivery/matching.hpp"
+#include "core/delivery/name_lookup.hpp"
 #include "core/delivery/message_key.hpp"
 #include "core/delivery/outcome_log.hpp"
 #include "core/delivery/rate_limit.hpp"
@@ -30,6 +32,7 @@
 #include "core/delivery/signing.hpp"
 #include "core/delivery/target_policy.hpp"
 #include "core/error.hpp"
+#include "core/interrupts.hpp"
 
 namespace amebo::delivery {
 
@@ -796,8 +799,8 @@ Subscription AnySubscription(int64_t id) {
 
 // An ordered subscription's message that is held (stored after the hold time, its next event
 // stored behind it) and then fails before the records are taken must still be stored first:
-// amebo_internal.record_deliveries inserts the rows by seq, and the rows' order is the order in which
-// the stored messages are sent again. (The soak test saw a stream's version 290 sent after
+// amebo_internal.record_deliveries inserts the rows by seq, and the rows' order is the order in
+// which the stored messages are sent again. (The soak test saw a stream's version 290 sent after
 // 291 on a stalled worker.)
 void TestOrderedHeldThenFailed() {
     DispatchSettings settings;
@@ -822,8 +825,8 @@ void TestOrderedHeldThenFailed() {
     std::vector<std::pair<int64_t, int64_t>> stores; // (seq, position), as they are inserted
     for (const auto &operation : records["operations"])
         if (operation["op"] == "store")
-            stores.push_back({operation["seq"].get<int64_t>(),
-                              operation["positions"][0].get<int64_t>()});
+            stores.push_back(
+                {operation["seq"].get<int64_t>(), operation["positions"][0].get<int64_t>()});
     std::sort(stores.begin(), stores.end());
     CHECK(stores.size() == 2);
     CHECK(stores.size() == 2 && stores[0].second == 1 && stores[1].second == 2);
@@ -838,7 +841,8 @@ void TestSubscriptionStates() {
     CHECK(ParseSubscriptionState("") == SubscriptionState::kPaused);
 }
 
-// A message key's text is what amebo_internal.due_deliveries() takes; keys order by subscription first.
+// A message key's text is what amebo_internal.due_deliveries() takes; keys order by subscription
+// first.
 void TestMessageKey() {
     MessageKey key{12, "msg_abc"};
     CHECK_EQ(key.Text(), std::string("12 msg_abc"));
@@ -1059,6 +1063,160 @@ void TestRateLimitedOrdered() {
     CHECK(positions == (std::vector<int64_t>{2, 3, 4, 5, 6}));
 }
 
+// Rotation: two signatures while the replaced secret is in its overlap, one after it.
+void TestRotationSignatures() {
+    const std::string current = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const std::string previous = "whsec_c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2Vj";
+    std::string both = SignatureHeaderValue(current, previous, 1000, "m", 999, "{}");
+    CHECK_EQ(both,
+             SignPayload(current, "m", 999, "{}") + " " + SignPayload(previous, "m", 999, "{}"));
+    CHECK_EQ(SignatureHeaderValue(current, previous, 1000, "m", 1000, "{}"),
+             SignPayload(current, "m", 1000, "{}"));
+    CHECK_EQ(SignatureHeaderValue(current, "", 1000, "m", 999, "{}"),
+             SignPayload(current, "m", 999, "{}"));
+    CHECK_THROWS_22023(SignatureHeaderValue(current, "whsec_!", 1000, "m", 999, "{}"),
+                       "invalid webhook secret");
+}
+
+// The ranges of a list, or none with a failed check when it is refused.
+std::vector<AddressRange> RangesOf(const char *text, int line) {
+    std::vector<AddressRange> ranges;
+    std::string error;
+    Check(ParseAddressRanges(text, &ranges, &error), std::string("ranges ") + text + ": " + error,
+          __FILE__, line);
+    return ranges;
+}
+
+// Address range lists: accepted forms and refused ones with their reasons.
+void TestAddressRangeLists() {
+    CHECK_EQ(RangesOf("", __LINE__).size(), 0u);
+    CHECK_EQ(RangesOf("  ", __LINE__).size(), 0u);
+    CHECK_EQ(RangesOf("10.1.0.0/16, 127.0.0.1/32,fd00::/8 , ::1, 192.168.1.7", __LINE__).size(),
+             5u);
+    CHECK_EQ(RangesOf("0.0.0.0/0", __LINE__).front().prefix_length, 96);
+    CHECK_EQ(RangesOf("::/0", __LINE__).front().prefix_length, 0);
+    const std::pair<const char *, const char *> refused[] = {
+        {"10.1.0.0/16,", "Entry 2 (\"\") is empty"},
+        {",10.0.0.0/8", "Entry 1 (\"\") is empty"},
+        {"10.1.2.3/16", "has bits set beyond its /16 prefix"},
+        {"10.0.0.0/33", "has a prefix length above 32"},
+        {"fd00::/129", "has a prefix length above 128"},
+        {"10.0.0.0/", "invalid prefix length"},
+        {"10.0.0.0/-1", "invalid prefix length"},
+        {"10.0.0.0/8/8", "invalid prefix length"},
+        {"10.0.0.0 /8", "is not an IPv4 or IPv6 address"},
+        {"localhost", "is not an IPv4 or IPv6 address"},
+        {"10.0.0", "is not an IPv4 or IPv6 address"},
+        {"fe80::1%eth0", "is not an IPv4 or IPv6 address"},
+        {"::ffff:10.0.0.1", "IPv6 form of an IPv4 address"},
+        {"10.0.0.0/8; 127.0.0.1", "Entry 1"},
+    };
+    for (const auto &[text, fragment] : refused) {
+        std::vector<AddressRange> ranges = RangesOf("10.0.0.0/8", __LINE__);
+        std::string error;
+        bool parsed = ParseAddressRanges(text, &ranges, &error);
+        Check(!parsed && error.find(fragment) != std::string::npos,
+              std::string("refuses \"") + text + "\": " + error, __FILE__, __LINE__);
+        CHECK_EQ(ranges.size(), 1u);
+    }
+}
+
+// Whether rules let a request reach the address text.
+bool Reaches(const TargetRules &rules, const char *text, int line) {
+    sockaddr_storage address{};
+    Check(AddressFromText(text, &address), std::string("address ") + text, __FILE__, line);
+    AddressKind kind = AddressKind::kPublic;
+    return MayReach(rules, reinterpret_cast<const sockaddr *>(&address), &kind);
+}
+
+// Each address class with amebo.allow_private_targets off, on, and with an allowlist.
+void TestTargetRules() {
+    TargetRules off;
+    TargetRules on;
+    on.allow_private = true;
+    TargetRules listed;
+    listed.allowed = RangesOf("10.1.0.0/16, 127.0.0.1/32, fd00::/8, 169.254.169.254", __LINE__);
+    TargetRules listed_wide;
+    listed_wide.allow_private = true;
+    listed_wide.allowed = RangesOf("169.254.0.0/16, 0.0.0.0/0, ::/0", __LINE__);
+    struct Case {
+        const char *address;
+        bool off, on, listed, listed_wide;
+    };
+    const Case cases[] = {
+        {"8.8.8.8", true, true, true, true},
+        {"2606:4700:4700::1111", true, true, true, true},
+        {"127.0.0.1", false, true, true, true},
+        {"127.0.0.2", false, true, false, true},
+        {"::ffff:127.0.0.1", false, true, true, true},
+        {"::1", false, true, false, true},
+        {"10.1.200.3", false, true, true, true},
+        {"10.2.0.1", false, true, false, true},
+        {"64:ff9b::10.1.0.9", false, true, true, true},
+        {"2002:0a01:0001::", false, true, true, true},
+        {"192.168.0.1", false, true, false, true},
+        {"fd12::1", false, true, true, true},
+        {"fe80::1", false, true, false, true},
+        {"169.254.1.1", false, true, false, true},
+        {"0.0.0.0", false, true, false, true},
+        {"224.0.0.1", false, true, false, true},
+        // Metadata: refused even with the switch on, unless listed exactly.
+        {"169.254.169.254", false, false, true, false},
+        {"::ffff:169.254.169.254", false, false, true, false},
+        {"64:ff9b::a9fe:a9fe", false, false, true, false},
+        {"169.254.170.2", false, false, false, false},
+        {"100.100.100.200", false, false, false, false},
+        {"fd00:ec2::254", false, false, false, false},
+        {"168.63.129.16", false, false, false, false},
+    };
+    for (const Case &c : cases) {
+        std::string what = std::string(c.address) + " under rules ";
+        Check(Reaches(off, c.address, __LINE__) == c.off, what + "off", __FILE__, __LINE__);
+        Check(Reaches(on, c.address, __LINE__) == c.on, what + "on", __FILE__, __LINE__);
+        Check(Reaches(listed, c.address, __LINE__) == c.listed, what + "listed", __FILE__,
+              __LINE__);
+        Check(Reaches(listed_wide, c.address, __LINE__) == c.listed_wide, what + "listed_wide",
+              __FILE__, __LINE__);
+    }
+    sockaddr_un unix_socket{};
+    unix_socket.sun_family = AF_UNIX;
+    AddressKind kind = AddressKind::kPublic;
+    CHECK(!MayReach(on, reinterpret_cast<sockaddr *>(&unix_socket), &kind));
+    sockaddr_storage address{};
+    CHECK(!AddressFromText("localhost", &address));
+    CHECK(!AddressFromText(std::string("1.2.3.4\0", 8), &address));
+}
+
+// An interrupt check that always asks to stop, as a cancelled statement's does.
+[[noreturn]] void CancelNow() {
+    throw std::runtime_error("canceling statement due to user request");
+}
+
+// The cancellable look-up: localhost resolves to loopback addresses, an unknown name to none,
+// and a look-up cancelled while glibc runs it throws the check's error without blocking,
+// then later look-ups work (the abandoned requests are reaped).
+void TestNameLookup() {
+    std::vector<sockaddr_storage> found = ResolveHost("localhost");
+    CHECK(!found.empty());
+    for (const sockaddr_storage &address : found)
+        CHECK_EQ(ClassifyAddress(reinterpret_cast<const sockaddr *>(&address)),
+                 AddressKind::kLoopback);
+    CHECK(ResolveHost("no-such-host.invalid").empty());
+    amebo::SetInterruptCheck(CancelNow);
+    int cancelled = 0;
+    for (int i = 0; i < 20; i++) {
+        try {
+            CHECK(!ResolveHost("localhost").empty());
+        } catch (const std::runtime_error &error) {
+            CHECK_EQ(std::string(error.what()), "canceling statement due to user request");
+            cancelled++;
+        }
+    }
+    amebo::SetInterruptCheck(nullptr);
+    CHECK(!ResolveHost("localhost").empty());
+    std::cout << "name look-up: " << cancelled << " of 20 look-ups cancelled in flight\n";
+}
+
 } // namespace
 
 int main() {
@@ -1082,6 +1240,10 @@ int main() {
     TestRateLimit();
     TestRateLimitedSubscription();
     TestRateLimitedOrdered();
+    TestRotationSignatures();
+    TestAddressRangeLists();
+    TestTargetRules();
+    TestNameLookup();
     std::cout << "delivery_test: " << checks_run - checks_failed << " of " << checks_run
               << " checks passed\n";
     return checks_failed == 0 ? 0 : 1;

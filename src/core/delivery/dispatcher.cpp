@@ -255,11 +255,13 @@ void Dispatcher::Send(Queue &queue, std::unique_ptr<Message> message, int64_t no
     Message &sent = *message;
     in_flight_[request.tag] = std::move(message);
     try {
-        request.headers = {"webhook-id: " + sent.key.webhook_id,
-                           "webhook-timestamp: " + std::to_string(unix_seconds),
-                           "webhook-signature: " + SignPayload(queue.subscription.secret,
-                                                               sent.key.webhook_id, unix_seconds,
-                                                               request.body)};
+        request.headers = {
+            "webhook-id: " + sent.key.webhook_id,
+            "webhook-timestamp: " + std::to_string(unix_seconds),
+            "webhook-signature: " +
+                SignatureHeaderValue(queue.subscription.secret, queue.subscription.previous_secret,
+                                     queue.subscription.previous_secret_until, sent.key.webhook_id,
+                                     unix_seconds, request.body)};
     } catch (const Error &error) {
         Finish(HttpResponse{request.tag, 0, std::string("cannot sign: ") + error.what(), 0, ""},
                now);

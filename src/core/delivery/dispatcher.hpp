@@ -40,7 +40,9 @@ struct Subscription {
     int64_t id = 0;
     std::string pattern; // action name or pattern
     std::string handler;
-    std::string secret; // whsec_…
+    std::string secret;                // whsec_…
+    std::string previous_secret;       // a rotated-out secret that still signs, or ""
+    int64_t previous_secret_until = 0; // unix seconds: previous_secret signs before this
     int max_retries = 5;
     std::optional<nlohmann::json> filter;
     bool ordered = false;

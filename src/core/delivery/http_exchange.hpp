@@ -3,8 +3,11 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
+
+#include "core/delivery/target_policy.hpp"
 
 namespace amebo::delivery {
 
@@ -16,7 +19,7 @@ struct HttpRequest {
     std::string body;
     long timeout_ms = 10000;
     long connect_timeout_ms = 5000;
-    bool allow_private = false; // may connect to loopback, private, link-local addresses
+    std::shared_ptr<const TargetRules> targets; // the addresses it may reach; none: public only
 };
 
 // How one POST ended.

@@ -101,6 +101,15 @@ std::string SignPayload(std::string_view secret, std::string_view message_id, in
     return "v1," + Base64Encode(HmacSha256(key, {message_id, ".", timestamp, ".", body}));
 }
 
+std::string SignatureHeaderValue(std::string_view secret, std::string_view previous_secret,
+                                 int64_t previous_until, std::string_view message_id,
+                                 int64_t unix_seconds, std::string_view body) {
+    std::string value = SignPayload(secret, message_id, unix_seconds, body);
+    if (!previous_secret.empty() && unix_seconds < previous_until)
+        value += " " + SignPayload(previous_secret, message_id, unix_seconds, body);
+    return value;
+}
+
 std::string Base64Encode(std::string_view bytes) {
     std::string text;
     text.reserve((bytes.size() + 2) / 3 * 4);

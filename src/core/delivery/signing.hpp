@@ -14,6 +14,13 @@ namespace amebo::delivery {
 std::string SignPayload(std::string_view secret, std::string_view message_id, int64_t unix_seconds,
                         std::string_view body);
 
+// The webhook-signature header's value: SignPayload with secret and, while unix_seconds is
+// before previous_until (a rotation's overlap), a second signature with previous_secret,
+// separated by a space as Standard Webhooks allows. Throws as SignPayload does.
+std::string SignatureHeaderValue(std::string_view secret, std::string_view previous_secret,
+                                 int64_t previous_until, std::string_view message_id,
+                                 int64_t unix_seconds, std::string_view body);
+
 // Standard base64 with padding.
 std::string Base64Encode(std::string_view bytes);
 

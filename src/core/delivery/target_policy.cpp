@@ -5,9 +5,11 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 
 #include "core/error.hpp"
 
@@ -30,8 +32,11 @@ struct Ipv4Range {
 
 // IPv4 blocks, most specific first: the first that holds an address classifies it.
 constexpr Ipv4Range kIpv4Ranges[] = {
-    {0xa9fea9fe, 32, AddressKind::kMetadata},   // 169.254.169.254 (AWS, GCP, Azure, ...)
+    {0xa9fea9fe, 32, AddressKind::kMetadata},   // 169.254.169.254 (AWS, GCP, Azure, OCI, ...)
+    {0xa9feaa02, 32, AddressKind::kMetadata},   // 169.254.170.2 (AWS ECS task credentials)
+    {0xa9feaa17, 32, AddressKind::kMetadata},   // 169.254.170.23 (AWS EKS Pod Identity)
     {0x646464c8, 32, AddressKind::kMetadata},   // 100.100.100.200 (Alibaba Cloud)
+    {0xa83f8110, 32, AddressKind::kMetadata},   // 168.63.129.16 (Azure WireServer)
     {0x00000000, 8, AddressKind::kUnspecified}, // 0.0.0.0/8 "this network"
     {0x7f000000, 8, AddressKind::kLoopback},    // 127.0.0.0/8
     {0x0a000000, 8, AddressKind::kPrivate},     // 10.0.0.0/8
@@ -104,7 +109,10 @@ struct Ipv6Range {
 const Ipv6Range kIpv6Ranges[] = {
     {{0xfd, 0x00, 0x0e, 0xc2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02, 0x54},
      128,
-     AddressKind::kMetadata},                                          // fd00:ec2::254 (AWS)
+     AddressKind::kMetadata}, // fd00:ec2::254 (AWS instance metadata)
+    {{0xfd, 0x00, 0x0e, 0xc2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x00, 0x23},
+     128,
+     AddressKind::kMetadata},                                          // fd00:ec2::23 (AWS EKS)
     {{0x00, 0x64, 0xff, 0x9b, 0x00, 0x01}, 48, AddressKind::kPrivate}, // 64:ff9b:1::/48 NAT64
     {{0xfc}, 7, AddressKind::kPrivate},                                // fc00::/7 unique local
     {{0xfe, 0x80}, 10, AddressKind::kLinkLocal},                       // fe80::/10
@@ -134,6 +142,98 @@ AddressKind ClassifyIpv6(const Ipv6Bytes &address) {
             return range.kind;
     return HasIpv6Prefix(address, kGlobalUnicast, 3) ? AddressKind::kPublic
                                                      : AddressKind::kReserved;
+}
+
+// The form addresses are compared in: IPv6 as is, IPv4 and the IPv6 forms that carry an
+// IPv4 address (as ClassifyIpv6 reads them) as IPv4-mapped IPv6.
+Ipv6Bytes ComparableBytes(const Ipv6Bytes &address) {
+    static constexpr Ipv6Bytes kSixToFour = {0x20, 0x02};
+    static constexpr Ipv6Bytes kLoopback = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+    static constexpr Ipv6Bytes kUnspecified = {};
+    Ipv6Bytes mapped = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (address == kLoopback || address == kUnspecified)
+        return address;
+    if (EmbedsIpv4InLastBytes(address))
+        std::memcpy(&mapped[12], &address[12], 4);
+    else if (HasIpv6Prefix(address, kSixToFour, 16))
+        std::memcpy(&mapped[12], &address[2], 4);
+    else
+        return address;
+    return mapped;
+}
+
+// The comparable bytes of an IPv4 or IPv6 socket address; nothing for other families.
+std::optional<Ipv6Bytes> SocketAddressBytes(const struct sockaddr *address) {
+    Ipv6Bytes bytes = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (address != nullptr && address->sa_family == AF_INET) {
+        sockaddr_in ipv4{};
+        std::memcpy(&ipv4, address, sizeof ipv4);
+        std::memcpy(&bytes[12], &ipv4.sin_addr, 4);
+        return bytes;
+    }
+    if (address != nullptr && address->sa_family == AF_INET6) {
+        sockaddr_in6 ipv6{};
+        std::memcpy(&ipv6, address, sizeof ipv6);
+        std::memcpy(bytes.data(), &ipv6.sin6_addr, bytes.size());
+        return ComparableBytes(bytes);
+    }
+    return std::nullopt;
+}
+
+// True when every bit of address beyond prefix_length is zero.
+bool HostBitsClear(const Ipv6Bytes &address, int prefix_length) {
+    for (int bit = prefix_length; bit < 128; bit++)
+        if (address[bit / 8] & (0x80 >> (bit % 8)))
+            return false;
+    return true;
+}
+
+// text without leading and trailing blanks.
+std::string_view TrimBlanks(std::string_view text) {
+    size_t first = text.find_first_not_of(" \t\r\n");
+    if (first == std::string_view::npos)
+        return {};
+    return text.substr(first, text.find_last_not_of(" \t\r\n") - first + 1);
+}
+
+// Parses one entry of an address range list ("10.1.0.0/16", "::1"); "" or why it is wrong.
+std::string ParseAddressRange(std::string_view entry, AddressRange *range) {
+    size_t slash = entry.find('/');
+    sockaddr_storage address{};
+    if (!AddressFromText(entry.substr(0, slash), &address))
+        return "is not an IPv4 or IPv6 address or range";
+    bool ipv4 = address.ss_family == AF_INET;
+    int max_length = ipv4 ? 32 : 128;
+    int length = max_length;
+    if (slash != std::string_view::npos) {
+        std::string_view digits = entry.substr(slash + 1);
+        if (digits.empty() || digits.size() > 3 ||
+            digits.find_first_not_of("0123456789") != std::string_view::npos)
+            return "has an invalid prefix length";
+        length = std::stoi(std::string(digits));
+        if (length > max_length)
+            return "has a prefix length above " + std::to_string(max_length);
+    }
+    Ipv6Bytes bytes = *SocketAddressBytes(reinterpret_cast<const sockaddr *>(&address));
+    range->prefix_length = ipv4 ? length + 96 : length;
+    static constexpr Ipv6Bytes kMapped = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (!ipv4 && HasIpv6Prefix(bytes, kMapped, 96))
+        return "is an IPv6 form of an IPv4 address: list the IPv4 range instead";
+    if (!HostBitsClear(bytes, range->prefix_length))
+        return "has bits set beyond its /" + std::to_string(length) + " prefix";
+    std::copy(bytes.begin(), bytes.end(), range->prefix.begin());
+    return {};
+}
+
+// True when one of ranges holds address; with exact, only a single-address range counts.
+bool Listed(const std::vector<AddressRange> &ranges, const Ipv6Bytes &address, bool exact) {
+    for (const AddressRange &range : ranges) {
+        if (exact && range.prefix_length != 128)
+            continue;
+        if (HasIpv6Prefix(address, range.prefix, range.prefix_length))
+            return true;
+    }
+    return false;
 }
 
 // Throws the 22023 error for a bad handler URL.
@@ -288,6 +388,62 @@ bool ClassifyAddressText(std::string_view text, AddressKind *kind) {
         *kind = ClassifyIpv6(bytes);
         return true;
     }
+    return false;
+}
+
+bool ParseAddressRanges(std::string_view text, std::vector<AddressRange> *ranges,
+                        std::string *error) {
+    std::vector<AddressRange> parsed;
+    if (TrimBlanks(text).empty()) {
+        ranges->clear();
+        return true;
+    }
+    size_t start = 0;
+    while (start <= text.size()) {
+        size_t comma = std::min(text.find(',', start), text.size());
+        std::string_view entry = TrimBlanks(text.substr(start, comma - start));
+        AddressRange range;
+        std::string problem = entry.empty() ? "is empty" : ParseAddressRange(entry, &range);
+        if (!problem.empty()) {
+            *error = "Entry " + std::to_string(parsed.size() + 1) + " (\"" + std::string(entry) +
+                     "\") " + problem + ".";
+            return false;
+        }
+        parsed.push_back(range);
+        start = comma + 1;
+    }
+    *ranges = std::move(parsed);
+    return true;
+}
+
+bool MayReach(const TargetRules &rules, const struct sockaddr *address, AddressKind *kind) {
+    *kind = ClassifyAddress(address);
+    std::optional<Ipv6Bytes> bytes = SocketAddressBytes(address);
+    if (!bytes)
+        return false;
+    if (*kind == AddressKind::kMetadata)
+        return Listed(rules.allowed, *bytes, true);
+    if (IsPublicAddress(*kind) || rules.allow_private)
+        return true;
+    return Listed(rules.allowed, *bytes, false);
+}
+
+bool AddressFromText(std::string_view text, struct sockaddr_storage *address) {
+    std::string terminated(text);
+    if (terminated.find('\0') != std::string::npos)
+        return false;
+    *address = sockaddr_storage{};
+    auto *ipv4 = reinterpret_cast<sockaddr_in *>(address);
+    if (inet_pton(AF_INET, terminated.c_str(), &ipv4->sin_addr) == 1) {
+        ipv4->sin_family = AF_INET;
+        return true;
+    }
+    auto *ipv6 = reinterpret_cast<sockaddr_in6 *>(address);
+    if (inet_pton(AF_INET6, terminated.c_str(), &ipv6->sin6_addr) == 1) {
+        ipv6->sin6_family = AF_INET6;
+        return true;
+    }
+    *address = sockaddr_storage{};
     return false;
 }
 
