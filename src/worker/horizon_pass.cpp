@@ -1,0 +1,79 @@
+// Publishing the settled position for hot standbys (see horizon_pass.hpp), through the
+// one-transaction SQL runner.
+#include "worker/horizon_pass.hpp"
+
+#include <algorithm>
+
+#include "pg/guard.hpp"
+#include "pg/sql_runner.hpp"
+#include "settings.hpp"
+#include "worker/shared_state.hpp"
+
+extern "C" {
+#include "pgstat.h"
+}
+
+namespace amebo::worker {
+
+namespace {
+
+// True when amebo.settled_horizon exists in this database (extension version 1.6 or later).
+bool HorizonInstalled() {
+    return pg::RunSqlValue("SELECT pg_catalog.to_regclass('amebo.settled_horizon') IS NOT NULL") ==
+           "t";
+}
+
+// Writes the settled position into amebo.settled_horizon when it differs. The position is
+// computed before the update, so this commit comes after the commit of every event at or
+// below it in WAL. Nobody waits for it to be durable (a standby just sees it a little later),
+// so the commit does not wait for the WAL flush.
+void PublishSettledPosition() {
+    if (!HorizonInstalled())
+        return;
+    pg::RunSql("WITH settled AS (SELECT amebo.settled_position() AS position) "
+               "UPDATE amebo.settled_horizon h "
+               "SET position = settled.position, published_at = pg_catalog.now() "
+               "FROM settled, pg_catalog.set_config('synchronous_commit', 'off', true) "
+               "WHERE h.position <> settled.position");
+}
+
+// Publishes; an error is logged and its transaction rolled back.
+void PublishSafely() {
+    ErrorData *failed = nullptr;
+    try {
+        PublishSettledPosition();
+    } catch (const pg::PgError &error) {
+        failed = error.data();
+    }
+    if (failed != nullptr) {
+        failed->elevel = LOG;
+        ThrowErrorData(failed);
+        AbortCurrentTransaction();
+        pgstat_report_activity(STATE_IDLE, nullptr);
+    }
+}
+
+} // namespace
+
+void HorizonSchedule::RunIfDue() {
+    if (settings::standby_horizon_interval == 0)
+        return;
+    uint64 ends = AppendEnds();
+    TimestampTz now = GetCurrentTimestamp();
+    if (ends == published_ends || now < next_run)
+        return;
+    // Read before publishing: an append that ends meanwhile is published next time.
+    published_ends = ends;
+    next_run = now + settings::standby_horizon_interval * INT64CONST(1000);
+    PublishSafely();
+}
+
+long HorizonSchedule::WaitMilliseconds() const {
+    long longest = settings::worker_naptime;
+    if (settings::standby_horizon_interval == 0 || WakeAtNextAppendEnd(published_ends))
+        return longest;
+    long until_due = static_cast<long>((next_run - GetCurrentTimestamp()) / 1000);
+    return std::clamp(until_due, 0L, longest);
+}
+
+} // namespace amebo::worker
