@@ -29,4 +29,15 @@ $extra_conf
 	return ($primary, $standby);
 }
 
+# Waits until the primary's worker published its settled position and the standby replayed
+# it: read_all on the standby then returns every event the primary's does.
+sub wait_for_horizon {
+	my ($primary, $standby) = @_;
+	$primary->poll_query_until('postgres',
+		'SELECT position = amebo.settled_position() FROM amebo.settled_horizon')
+	  or die "the primary's worker did not publish its settled position";
+	$primary->wait_for_catchup($standby);
+	return;
+}
+
 1;
