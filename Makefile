@@ -1,6 +1,8 @@
 # amebo: build with PGXS.  `make`, `make install`, `make installcheck` (needs a server
 # binary; runs on its own temporary cluster).  The full test run: test/run-all.sh.
-EXTENSION = amebo
+# amebo_router (amebo_router.control, sql/amebo_router.sql) routes amebo's functions to
+# shards through PL/Proxy: SQL only, installed with amebo.
+EXTENSION = amebo amebo_router
 MODULE_big = amebo
 # The extension's version: default_version in amebo.control, the one place it is written.
 AMEBO_VERSION := $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" \
@@ -8,7 +10,7 @@ AMEBO_VERSION := $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" \
 # sql/amebo.sql is the whole current version, copied to the install script of AMEBO_VERSION;
 # a database on an older version updates through the delta scripts (1.0, then 1.0--1.1 ...).
 DATA = sql/amebo--1.0.sql $(wildcard sql/amebo--*--*.sql)
-DATA_built = sql/amebo--$(AMEBO_VERSION).sql
+DATA_built = sql/amebo--$(AMEBO_VERSION).sql sql/amebo_router--1.0.sql
 PG_CONFIG ?= pg_config
 
 # Pure C++ modules: compiled without PostgreSQL's include path, so they cannot include it.
@@ -39,7 +41,9 @@ override with_llvm = no
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-$(DATA_built): sql/amebo.sql
+sql/amebo--$(AMEBO_VERSION).sql: sql/amebo.sql
+	cp $< $@
+sql/amebo_router--1.0.sql: sql/amebo_router.sql
 	cp $< $@
 
 # valijson's headers, unpacked from Debian's package by test/lib/setup-machine.sh.
