@@ -175,16 +175,17 @@ GRANT EXECUTE ON FUNCTION amebo.settled_position() TO amebo_reader;
 
 -- The settled position for hot standbys (see src/store/settled_horizon.hpp): the primary's
 -- worker writes amebo.settled_position() here when it advanced, at most every
--- amebo.standby_horizon_interval. A standby that replayed this row's commit has replayed the
--- commit of every event at or below position, so its read_all stops there.
+-- amebo.standby_horizon_interval (its first publication inserts the row). A standby that
+-- replayed this row's commit has replayed the commit of every event at or below position, so
+-- its read_all stops there.
 CREATE TABLE amebo.settled_horizon (
     singleton    boolean     NOT NULL DEFAULT true,
-    position     bigint      NOT NULL DEFAULT 0,
+    position     bigint      NOT NULL,
     published_at timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT settled_horizon_pkey PRIMARY KEY (singleton),
     CONSTRAINT settled_horizon_singleton_check CHECK (singleton)
 );
-INSERT INTO amebo.settled_horizon DEFAULT VALUES;
+SELECT pg_catalog.pg_extension_config_dump('amebo.settled_horizon', '');
 GRANT SELECT ON amebo.settled_horizon TO amebo_reader;
 
 -------------------------------------------------------------------------------------------

@@ -23,18 +23,21 @@ bool HorizonInstalled() {
            "t";
 }
 
-// Writes the settled position into amebo.settled_horizon when it differs. The position is
-// computed before the update, so this commit comes after the commit of every event at or
-// below it in WAL. Nobody waits for it to be durable (a standby just sees it a little later),
-// so the commit does not wait for the WAL flush.
+// Writes the settled position into amebo.settled_horizon when it differs (inserting the row
+// the first time); an unchanged position writes nothing, not even a row lock. The position is
+// computed before the write, so this commit comes after the commit of every event at or below
+// it in WAL. Nobody waits for it to be durable (a standby just sees it a little later), so the
+// commit does not wait for the WAL flush.
 void PublishSettledPosition() {
     if (!HorizonInstalled())
         return;
-    pg::RunSql("WITH settled AS (SELECT amebo.settled_position() AS position) "
-               "UPDATE amebo.settled_horizon h "
-               "SET position = settled.position, published_at = pg_catalog.now() "
-               "FROM settled, pg_catalog.set_config('synchronous_commit', 'off', true) "
-               "WHERE h.position <> settled.position");
+    pg::RunSql("WITH settled AS (SELECT amebo.settled_position() AS position "
+               "                 FROM pg_catalog.set_config('synchronous_commit', 'off', true)), "
+               "updated AS (UPDATE amebo.settled_horizon h "
+               "            SET position = settled.position, published_at = pg_catalog.now() "
+               "            FROM settled WHERE h.position <> settled.position) "
+               "INSERT INTO amebo.settled_horizon (position) SELECT settled.position FROM settled "
+               "WHERE NOT EXISTS (SELECT FROM amebo.settled_horizon)");
 }
 
 // Publishes; an error is logged and its transaction rolled back.
