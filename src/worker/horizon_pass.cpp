@@ -29,8 +29,6 @@ bool HorizonInstalled() {
 // it in WAL. Nobody waits for it to be durable (a standby just sees it a little later), so the
 // commit does not wait for the WAL flush.
 void PublishSettledPosition() {
-    if (!HorizonInstalled())
-        return;
     pg::RunSql("WITH settled AS (SELECT amebo.settled_position() AS position "
                "                 FROM pg_catalog.set_config('synchronous_commit', 'off', true)), "
                "updated AS (UPDATE amebo.settled_horizon h "
@@ -40,11 +38,15 @@ void PublishSettledPosition() {
                "WHERE NOT EXISTS (SELECT FROM amebo.settled_horizon)");
 }
 
-// Publishes; an error is logged and its transaction rolled back.
-void PublishSafely() {
+// Publishes, unless amebo.settled_horizon does not exist (then false); an error is logged and
+// its transaction rolled back.
+bool PublishSafely() {
     ErrorData *failed = nullptr;
+    bool installed = true;
     try {
-        PublishSettledPosition();
+        installed = HorizonInstalled();
+        if (installed)
+            PublishSettledPosition();
     } catch (const pg::PgError &error) {
         failed = error.data();
     }
@@ -54,6 +56,7 @@ void PublishSafely() {
         AbortCurrentTransaction();
         pgstat_report_activity(STATE_IDLE, nullptr);
     }
+    return installed;
 }
 
 } // namespace
@@ -65,10 +68,14 @@ void HorizonSchedule::RunIfDue() {
     TimestampTz now = GetCurrentTimestamp();
     if (ends == published_ends || now < next_run)
         return;
-    // Read before publishing: an append that ends meanwhile is published next time.
-    published_ends = ends;
-    next_run = now + settings::standby_horizon_interval * INT64CONST(1000);
-    PublishSafely();
+    // ends was read before publishing: an append that ends meanwhile is published next time.
+    // Until CREATE EXTENSION (or the update to 1.6), look again every naptime.
+    if (PublishSafely()) {
+        published_ends = ends;
+        next_run = now + settings::standby_horizon_interval * INT64CONST(1000);
+    } else {
+        next_run = now + settings::worker_naptime * INT64CONST(1000);
+    }
 }
 
 long HorizonSchedule::WaitMilliseconds() const {
