@@ -211,12 +211,44 @@ LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
 $$;
 GRANT EXECUTE ON FUNCTION amebo_internal.definition_digests() TO amebo_admin;
 
+-- True when the object a create_* call of the router names exists here with another
+-- definition than the call's arguments give it.
+CREATE FUNCTION amebo_internal.exists_otherwise(fn text, args text[]) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog AS $$
+    SELECT CASE fn
+        WHEN 'create_application' THEN EXISTS (
+            SELECT 1 FROM amebo.applications a WHERE a.name = args[1]
+              AND (a.address, a.secret) IS DISTINCT FROM (args[2], args[3]))
+        WHEN 'create_action' THEN EXISTS (
+            SELECT 1 FROM amebo.action_list a WHERE a.action = args[1]
+              AND (a.application, a.schema, a.compatibility)
+                  IS DISTINCT FROM (args[2], args[3]::jsonb, args[4]))
+        WHEN 'create_reducer' THEN EXISTS (
+            SELECT 1 FROM amebo.reducers r WHERE r.category = args[1]
+              AND (r.reducer, r.initial_state, r.snapshot_every)
+                  IS DISTINCT FROM (args[2]::regprocedure, args[3]::jsonb, args[4]::integer))
+        WHEN 'create_projection' THEN EXISTS (
+            SELECT 1 FROM amebo.projections p WHERE p.name = args[1]
+              AND (p.handler, p.actions, p.mode, p.reset_handler)
+                  IS DISTINCT FROM (args[2]::regprocedure, args[3]::text[], args[4],
+                                    args[5]::regprocedure))
+        WHEN 'create_subscription' THEN EXISTS (
+            SELECT 1 FROM amebo.subscriptions s WHERE s.application = args[1] AND s.name = args[2]
+              AND (s.action, s.handler, s.max_retries, s.filter, s.ordered, s.batch_size)
+                  IS DISTINCT FROM (args[3], args[4], args[5]::integer, args[6]::jsonb,
+                                    args[7]::boolean, args[8]::integer))
+        ELSE false
+    END
+$$;
+GRANT EXECUTE ON FUNCTION amebo_internal.exists_otherwise(text, text[]) TO amebo_admin;
+
 -- Runs one of amebo's definition functions for the router (fn, its arguments as text, in
 -- order) and reports the outcome as data: 'applied' (with the function's result as text),
--- 'exists' (a create found the object), 'absent' (a drop did not), or 'error' (with the
--- error); and the digest of the object afterwards (NULL: it does not exist). A re-run of a
--- create or drop after a partial failure so converges. An update_action whose schema is the
--- current one adds no version.
+-- 'exists' (a create found the object with the same definition), 'absent' (a drop did not
+-- find it), or 'error' (with the error: 42710 for an object that exists with another
+-- definition); and the digest of the object afterwards (NULL: it does not exist). A re-run
+-- of a create or drop after a partial failure so converges. An update_action whose schema is
+-- the current one adds no version.
 CREATE FUNCTION amebo_internal.apply_definition(fn text, args text[],
                                                 OUT shard integer, OUT outcome text,
                                                 OUT result text, OUT digest text,
@@ -255,6 +287,11 @@ BEGIN
                         WHEN error_code = '42704' AND fn LIKE 'drop\_%' THEN 'absent'
                         ELSE 'error' END;
     END;
+    IF outcome = 'exists' AND amebo_internal.exists_otherwise(fn, args) THEN
+        outcome := 'error';
+        error_detail := 'It exists on this shard with another definition.';
+        error_hint := 'Change it with the update function, or drop it and create it again, through the router.';
+    END IF;
     digest := (SELECT md5(d.definition::text) FROM amebo_internal.definitions() d
                WHERE d.kind = object_kind AND d.name = object_name);
 END
@@ -276,8 +313,8 @@ REVOKE EXECUTE ON FUNCTION amebo.set_shard_identity(integer, integer), amebo.sha
     amebo_internal.try_save_snapshot(text, bigint, jsonb), amebo_internal.check_shard(integer),
     amebo_internal.read_shard_feed(integer[], bigint[], integer, text[], timestamptz, jsonb),
     amebo_internal.definitions(), amebo_internal.definition_digests(),
-    amebo_internal.apply_definition(text, text[]), amebo_internal.existing_secret(text)
-    FROM PUBLIC;
+    amebo_internal.apply_definition(text, text[]), amebo_internal.existing_secret(text),
+    amebo_internal.exists_otherwise(text, text[]) FROM PUBLIC;
 
 -- Scale-out: the standby horizon (shardops)
 -- The settled position for hot standbys (see src/store/settled_horizon.hpp): the primary's

@@ -159,8 +159,8 @@ $$;
 
 -- Raises again an error a PL/Proxy call raised: a shard's own error with its SQLSTATE,
 -- message, detail and hint as amebo raised them (without PL/Proxy's prefixes); PL/Proxy's
--- failure to reach a shard as 08006 naming the shard (`shard`, or those that do not answer
--- now when the call went to several).
+-- failure to reach a shard (or a shard ending the connection) as 08006 naming the shard
+-- (`shard`, or those that do not answer now when the call went to several).
 CREATE FUNCTION amebo_router_internal.raise_shard_error(shard integer, code text, message text,
                                                         detail text, hint text)
 RETURNS void
@@ -170,11 +170,12 @@ DECLARE
         '^amebo_router_internal\.[a-z_]+\(\d+\): \[[^]]*\] REMOTE [A-Z]+: (.*)$');
     shards integer[];
 BEGIN
-    IF remote IS NOT NULL THEN
+    -- A shard that shuts down ends PL/Proxy's connection with 57P01, 57P02 or 57P03.
+    IF remote IS NOT NULL AND code NOT LIKE '57P0_' AND code NOT LIKE '08%' THEN
         PERFORM amebo_router_internal.raise_error(code, remote[1],
             nullif(regexp_replace(detail, '^Remote detail: ', ''), ''),
             nullif(regexp_replace(hint, '^Remote hint: ', ''), ''));
-    ELSIF message LIKE 'PL/Proxy function %' THEN
+    ELSIF remote IS NOT NULL OR message LIKE 'PL/Proxy function %' THEN
         shards := CASE WHEN shard IS NULL THEN amebo_router_internal.unreachable_shards()
                        ELSE ARRAY[shard] END;
         RAISE EXCEPTION 'shard % of amebo_shards is unreachable',
@@ -606,9 +607,26 @@ LANGUAGE plproxy AS $$
     TARGET amebo_internal.existing_secret;
 $$;
 
+-- The secret the shards that have the application keep (NULL: none has it).
+CREATE FUNCTION amebo_router_internal.shards_secret(name text) RETURNS text
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog AS $$
+DECLARE
+    code text;
+    message text;
+    detail text;
+    hint text;
+BEGIN
+    RETURN (SELECT min(s) FROM amebo_router_internal.existing_secret(name) s);
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS code = RETURNED_SQLSTATE, message = MESSAGE_TEXT,
+        detail = PG_EXCEPTION_DETAIL, hint = PG_EXCEPTION_HINT;
+    PERFORM amebo_router_internal.raise_shard_error(NULL, code, message, detail, hint);
+END
+$$;
+
 -- Runs amebo.<fn>(args) on every shard; returns its result on the lowest shard that has one.
--- A create that finds the object, or a drop that does not, counts as done there, so a re-run
--- after a partial failure converges. Raises a shard's error (naming the shards that failed
+-- A create that finds the object with the same definition, or a drop that does not find
+-- it, counts as done there, so a re-run after a partial failure converges. Raises a shard's error (naming the shards that failed
 -- when others succeeded), and 55000 when the object's definition then differs across shards.
 CREATE FUNCTION amebo_router_internal.define(fn text, args text[]) RETURNS text
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog AS $$
@@ -669,9 +687,8 @@ CREATE FUNCTION amebo.create_application(name text, address text DEFAULT NULL,
 RETURNS text
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog AS $$
 DECLARE
-    stored text := coalesce(secret,
-        (SELECT min(s) FROM amebo_router_internal.existing_secret(name) s),
-        amebo_router_internal.generate_secret());
+    stored text := coalesce(secret, amebo_router_internal.shards_secret(name),
+                            amebo_router_internal.generate_secret());
 BEGIN
     PERFORM amebo_router_internal.define('create_application', ARRAY[name, address, stored]);
     RETURN stored;

@@ -165,9 +165,10 @@ FILE_SUFFIXES = {"cpp", "hpp", "control", "so", "conf", "md", "sql"}
 
 
 # Every amebo.<name> or amebo_internal.<name> the documents mention that names no function,
-# view, table or setting.
+# view, table or setting (of amebo, or a function of amebo_router's schema amebo).
 def unknown_mentions(objects, documents):
-    known = {name for kind in ("function", "internal function", "view", "table", "setting")
+    known = {name for kind in ("function", "internal function", "view", "table", "setting",
+                               "router function")
              for name in objects[kind]}
     unknown = []
     for path, text in documents:
@@ -221,6 +222,8 @@ def main():
                          user="postgres", connect_timeout=10) as conn:
         objects = catalog_objects(conn)
     objects["sqlstate"] = source_sqlstates(args.src, args.sql, args.errcodes)
+    objects["router function"] = set(re.findall(r"CREATE FUNCTION (amebo\.\w+)",
+                                                (args.sql / "amebo_router.sql").read_text()))
     text = args.reference.read_text()
     entries = reference_entries(text)
     print("found: " + ", ".join(f"{len(objects[k])} {k}s" for k in SECTIONS)
@@ -243,6 +246,8 @@ def main():
     for stated in stated_counts(objects):
         checks.check(stated in flowing, f"the reference states how many there are: '{stated}'")
     planted = unknown_mentions(objects, [("planted", "SELECT amebo.no_such_function();")])
+    checks.check("amebo.setup_shards" in objects["router function"],
+                 "amebo_router's functions are read from sql/amebo_router.sql")
     checks.check(planted == ["planted: amebo.no_such_function"],
                  f"negative control: a mention of a missing object is reported ({planted})")
     for kind in ("function", "internal function", "setting", "sqlstate"):

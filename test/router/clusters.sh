@@ -54,7 +54,7 @@ CREATE SERVER amebo_shards FOREIGN DATA WRAPPER plproxy OPTIONS ($options);
 CREATE USER MAPPING FOR PUBLIC SERVER amebo_shards OPTIONS (user '$ROUTER_APP_ROLE');
 GRANT USAGE ON FOREIGN SERVER amebo_shards TO $ROUTER_APP_ROLE;
 SET ROLE $ROUTER_APP_ROLE;
-SELECT amebo.setup_shards();
+SELECT amebo.setup_shards() \\g /dev/null
 SQL
 }
 
