@@ -4,14 +4,10 @@
 
 #include <algorithm>
 
-#include "pg/guard.hpp"
 #include "pg/sql_runner.hpp"
 #include "settings.hpp"
+#include "worker/pass_errors.hpp"
 #include "worker/shared_state.hpp"
-
-extern "C" {
-#include "pgstat.h"
-}
 
 namespace amebo::worker {
 
@@ -38,25 +34,12 @@ void PublishSettledPosition() {
                "WHERE NOT EXISTS (SELECT FROM amebo.settled_horizon)");
 }
 
-// Publishes, unless amebo.settled_horizon does not exist (then false); an error is logged and
-// its transaction rolled back.
-bool PublishSafely() {
-    ErrorData *failed = nullptr;
-    bool installed = true;
-    try {
-        installed = HorizonInstalled();
-        if (installed)
-            PublishSettledPosition();
-    } catch (const pg::PgError &error) {
-        failed = error.data();
-    }
-    if (failed != nullptr) {
-        failed->elevel = LOG;
-        ThrowErrorData(failed);
-        AbortCurrentTransaction();
-        pgstat_report_activity(STATE_IDLE, nullptr);
-    }
-    return installed;
+// Publishes; false when amebo.settled_horizon does not exist.
+bool PublishIfInstalled() {
+    if (!HorizonInstalled())
+        return false;
+    PublishSettledPosition();
+    return true;
 }
 
 } // namespace
@@ -69,8 +52,9 @@ void HorizonSchedule::RunIfDue() {
     if (ends == published_ends || now < next_run)
         return;
     // ends was read before publishing: an append that ends meanwhile is published next time.
-    // Until CREATE EXTENSION (or the update to 1.6), look again every naptime.
-    if (PublishSafely()) {
+    // Until CREATE EXTENSION (or the update to 1.6), and after an error, look again every
+    // naptime.
+    if (RunPassLoggingErrors(PublishIfInstalled)) {
         published_ends = ends;
         next_run = now + settings::standby_horizon_interval * INT64CONST(1000);
     } else {
