@@ -3,14 +3,15 @@
 # event store (bench/baselines.sql, "append"), the cost of JSON Schema validation on append
 # (bench/validation.py, "validation"), snapshots and inline projections (bench/state.py,
 # "state"), pull consumers (bench/consumers.py, "consumers") and retention
-# (bench/retention.py, "retention"), on a throwaway cluster, then
-# webhook delivery (bench/webhooks.sh, "webhooks", on a cluster of its own); writes
+# (bench/retention.py, "retention"), on a throwaway cluster, sharding (bench/router.py,
+# "router", on four shards and a router of its own), then webhook delivery
+# (bench/webhooks.sh, "webhooks", on a cluster of its own); writes
 # bench/RESULTS.md and prints it. As the tests and the
 # demonstration do (test/lib/prepare.sh), it installs missing packages, builds and installs
 # amebo, and runs as an unprivileged user, so it works as root or as a user who may sudo.
-# Usage: bash bench/run.sh (or make bench); about 15 minutes (8 without webhooks).
+# Usage: bash bench/run.sh (or make bench); about 17 minutes (10 without webhooks).
 #   BENCH_SUITES=...   which benchmarks to run, a comma-separated subset of
-#                      append,validation,state,consumers,retention,webhooks (default: all of them); the sections
+#                      append,validation,state,consumers,retention,router,webhooks (default: all of them); the sections
 #                      of bench/RESULTS.md that the others wrote stay as they are
 #   BENCH_NO_BUILD=1   benchmark the amebo already installed (no build, no make install)
 #   BENCH_PORT=N       the cluster's port (default: the first free one from 55432)
@@ -27,7 +28,7 @@ cd "$(dirname "$0")/.."
 
 # Whether BENCH_SUITES (default: every suite) names the suite $1.
 suite_wanted() {
-    case ",${BENCH_SUITES:-append,validation,state,consumers,retention,webhooks}," in
+    case ",${BENCH_SUITES:-append,validation,state,consumers,retention,router,webhooks}," in
         *",$1,"*) return 0 ;;
         *) return 1 ;;
     esac
@@ -78,6 +79,10 @@ run_benchmarks() {
     fi
     if suite_wanted retention; then
         "$python" bench/retention.py --host "$dir" --port "$port" --out "$out"
+    fi
+    if suite_wanted router; then
+        # Routed against direct calls: bench/router.py starts four shards and a router.
+        "$python" bench/router.py --out "$out"
     fi
     if suite_wanted webhooks && [ "${BENCH_WEBHOOKS:-1}" != 0 ]; then
         # Webhook delivery, on a cluster of its own (wal_level = logical); this one stops

@@ -229,8 +229,10 @@ BEGIN
             detail = PG_EXCEPTION_DETAIL, hint = PG_EXCEPTION_HINT;
         PERFORM amebo_router_internal.raise_shard_error(amebo.shard_of(stream), code, message, detail, hint);
     END;
-    PERFORM amebo_router_internal.raise_returned_error(outcome.error_code, outcome.error_message,
-                                                       outcome.error_detail, outcome.error_hint);
+    IF outcome.error_code IS NOT NULL THEN
+        PERFORM amebo_router_internal.raise_returned_error(outcome.error_code,
+            outcome.error_message, outcome.error_detail, outcome.error_hint);
+    END IF;
     RETURN outcome.version;
 END
 $$;
@@ -266,8 +268,10 @@ BEGIN
             detail = PG_EXCEPTION_DETAIL, hint = PG_EXCEPTION_HINT;
         PERFORM amebo_router_internal.raise_shard_error(amebo.shard_of(stream), code, message, detail, hint);
     END;
-    PERFORM amebo_router_internal.raise_returned_error(outcome.error_code, outcome.error_message,
-                                                       outcome.error_detail, outcome.error_hint);
+    IF outcome.error_code IS NOT NULL THEN
+        PERFORM amebo_router_internal.raise_returned_error(outcome.error_code,
+            outcome.error_message, outcome.error_detail, outcome.error_hint);
+    END IF;
     RETURN outcome.version;
 END
 $$;
@@ -300,8 +304,10 @@ BEGIN
             detail = PG_EXCEPTION_DETAIL, hint = PG_EXCEPTION_HINT;
         PERFORM amebo_router_internal.raise_shard_error(amebo.shard_of(stream), code, message, detail, hint);
     END;
-    PERFORM amebo_router_internal.raise_returned_error(outcome.error_code, outcome.error_message,
-                                                       outcome.error_detail, outcome.error_hint);
+    IF outcome.error_code IS NOT NULL THEN
+        PERFORM amebo_router_internal.raise_returned_error(outcome.error_code,
+            outcome.error_message, outcome.error_detail, outcome.error_hint);
+    END IF;
 END
 $$;
 

@@ -164,13 +164,14 @@ SELECT secret LIKE 'whsec_%' AS admin_reads_the_table FROM amebo.applications WH
 RESET ROLE;
 -- amebo_internal: each role may execute only what the functions that call it as that role
 -- need (resume_projection runs as its caller; subscription_status calls
--- delivery_worker_stats with its reader's privileges); only the admin may look names up.
+-- delivery_worker_stats with its reader's privileges; amebo_router calls the shard helpers
+-- as the role of its user mapping); every role may look names up (since 1.6).
 SELECT r.rolname AS role, p.oid::regprocedure AS executes_internal
 FROM pg_proc p, pg_roles r
 WHERE p.pronamespace = 'amebo_internal'::regnamespace
   AND r.rolname IN ('amebo_reader', 'amebo_writer', 'amebo_admin')
   AND has_function_privilege(r.oid, p.oid, 'EXECUTE')
-ORDER BY 1, 2::text;
+ORDER BY 1, p.oid::regprocedure::text;
 SELECT r.rolname AS role, has_schema_privilege(r.oid, 'amebo_internal', 'USAGE') AS uses_internal
 FROM pg_roles r WHERE r.rolname IN ('amebo_reader', 'amebo_writer', 'amebo_admin') ORDER BY 1;
 -- The projection belongs to the admin that created it, not to the function's owner.

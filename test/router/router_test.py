@@ -23,7 +23,10 @@ Sections, each printing what it checked (a failed check prints FAIL and makes th
     definition_differences(), and re-running it through the router converges (one secret on
     every shard); a create that differs from the shards' is refused (55000), an update or
     drop through the router brings every shard to it.
- 7. bad input: a cursor of the wrong length, a negative position, an unknown shard (22023);
+ 7. projections and subscriptions: created twice through the router, they exist (and an
+    inline projection runs) on every shard; update_subscription reaches every shard; a
+    subscription with another handler is refused (42710); drops run twice converge.
+ 8. bad input: a cursor of the wrong length, a negative position, an unknown shard (22023);
     a cluster of 3 shards refused (PL/Proxy's own check of the server's options), a missing
     server refused at setup (22023); a shard given another number (55000).
 """
@@ -426,10 +429,59 @@ def section_shard_down():
 
 
 # ---------------------------------------------------------------------------------------
-# 7. Bad input
+# 7. Projections and subscriptions on every shard
+
+def section_projections_subscriptions():
+    print("7. projections and subscriptions on every shard")
+    for number in range(SHARDS):
+        with shard(number, user="postgres") as s:
+            s.execute("CREATE TABLE public.seen (event_id uuid PRIMARY KEY)")
+            s.execute("CREATE FUNCTION public.note_event(event amebo.events) RETURNS void"
+                      " LANGUAGE sql AS $$INSERT INTO public.seen VALUES (event.event_id)$$")
+            s.execute(f"GRANT ALL ON public.seen TO {args.role}")
+            s.execute(f"GRANT EXECUTE ON FUNCTION public.note_event(amebo.events) TO {args.role}")
+    with router() as r:
+        for _ in range(2):
+            r.execute("SELECT amebo.create_projection('seen', 'public.note_event(amebo.events)',"
+                      " ARRAY['seen.made'])")
+        streams = [stream_on(r, number, "seen") for number in range(SHARDS)]
+        for name in streams:
+            r.execute("SELECT amebo.append_event(%s, 'seen.made', '{}')", (name,))
+        noted = []
+        for number in range(SHARDS):
+            with shard(number) as s:
+                noted.append(s.execute("SELECT count(*) FROM public.seen").fetchone()[0])
+        checks.eq(noted, [1] * SHARDS, "an inline projection created twice runs on every shard")
+        r.execute("SELECT amebo.create_application('hooks', NULL)")
+        ids = [r.execute("SELECT amebo.create_subscription('hooks', 'all', 'seen.*',"
+                         " 'https://hooks.example.invalid/in', batch_size => 10)").fetchone()[0]
+               for _ in range(2)]
+        checks.check(ids[0] is not None, f"a subscription on every shard (ids {ids})")
+        r.execute("SELECT amebo.update_subscription('hooks', 'all', max_retries => 7)")
+        retries = set()
+        for number in range(SHARDS):
+            with shard(number) as s:
+                retries.add(s.execute("SELECT max_retries FROM amebo.subscriptions"
+                                      " WHERE name = 'all'").fetchone()[0])
+        checks.eq(retries, {7}, "update_subscription reaches every shard")
+        error = diagnostics(error_of(r, "SELECT amebo.create_subscription('hooks', 'all',"
+                                        " 'seen.*', 'https://hooks.example.invalid/other')"))
+        checks.eq(error and error[0], "42710", "a subscription of another handler is refused")
+        checks.eq(r.execute("SELECT count(*) FROM amebo.definition_differences()").fetchone()[0],
+                  0, "no differences")
+        for _ in range(2):
+            r.execute("SELECT amebo.drop_subscription('hooks', 'all')")
+            r.execute("SELECT amebo.drop_projection('seen')")
+            r.execute("SELECT amebo.drop_application('hooks')")
+        left = r.execute("SELECT count(*) FROM amebo.definition_differences()").fetchone()[0]
+        checks.eq(left, 0, "drops run twice converge")
+
+
+# ---------------------------------------------------------------------------------------
+# 8. Bad input
 
 def section_bad_input():
-    print("7. bad input")
+    print("8. bad input")
     with router() as r:
         for sql, what in [
             ("SELECT * FROM amebo.read_all('{0,0,0}')", "a cursor of 3 elements for 4 shards"),
@@ -462,7 +514,8 @@ def section_bad_input():
 
 
 SECTIONS = [section_signatures, section_placement, section_routed_reads, section_errors,
-            section_feed, section_shard_down, section_bad_input]
+            section_feed, section_shard_down, section_projections_subscriptions,
+            section_bad_input]
 
 print(f"router test: {SHARDS} shards, seed {SEED}")
 for section in SECTIONS:
