@@ -712,3 +712,19 @@ $$;
 REVOKE EXECUTE ON FUNCTION amebo_internal.check_secret_overlap(interval),
     amebo.rotate_application_secret(text, text, interval) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION amebo.rotate_application_secret(text, text, interval) TO amebo_admin;
+
+-- Scale-out: the standby horizon (shardops)
+-- The settled position for hot standbys (see src/store/settled_horizon.hpp): the primary's
+-- worker writes amebo.settled_position() here when it advanced, at most every
+-- amebo.standby_horizon_interval (its first publication inserts the row). A standby that
+-- replayed this row's commit has replayed the commit of every event at or below position, so
+-- its read_all stops there.
+CREATE TABLE amebo.settled_horizon (
+    singleton    boolean     NOT NULL DEFAULT true,
+    position     bigint      NOT NULL,
+    published_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT settled_horizon_pkey PRIMARY KEY (singleton),
+    CONSTRAINT settled_horizon_singleton_check CHECK (singleton)
+);
+SELECT pg_catalog.pg_extension_config_dump('amebo.settled_horizon', '');
+GRANT SELECT ON amebo.settled_horizon TO amebo_reader;

@@ -173,6 +173,21 @@ CREATE FUNCTION amebo.settled_position() RETURNS bigint
 AS 'MODULE_PATHNAME', 'amebo_settled_position' LANGUAGE C VOLATILE;
 GRANT EXECUTE ON FUNCTION amebo.settled_position() TO amebo_reader;
 
+-- The settled position for hot standbys (see src/store/settled_horizon.hpp): the primary's
+-- worker writes amebo.settled_position() here when it advanced, at most every
+-- amebo.standby_horizon_interval (its first publication inserts the row). A standby that
+-- replayed this row's commit has replayed the commit of every event at or below position, so
+-- its read_all stops there.
+CREATE TABLE amebo.settled_horizon (
+    singleton    boolean     NOT NULL DEFAULT true,
+    position     bigint      NOT NULL,
+    published_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT settled_horizon_pkey PRIMARY KEY (singleton),
+    CONSTRAINT settled_horizon_singleton_check CHECK (singleton)
+);
+SELECT pg_catalog.pg_extension_config_dump('amebo.settled_horizon', '');
+GRANT SELECT ON amebo.settled_horizon TO amebo_reader;
+
 -------------------------------------------------------------------------------------------
 -- Registry: applications, actions and their JSON Schemas
 -------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ int unknown_actions = kAllowUnknownActions;
 int snapshots_to_keep = 3;
 char *database_name = nullptr;
 int worker_naptime = 1000;
+int standby_horizon_interval = 100;
 bool allow_private_targets = false;
 int retry_base_delay = 1000;
 int retry_max_delay = 3600 * 1000;
@@ -197,6 +198,13 @@ void Init() {
         "amebo.worker_naptime", "How long the background worker sleeps when no commit wakes it.",
         "Commits that append events wake it at once; this is the fallback.", &worker_naptime, 1000,
         10, 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable(
+        "amebo.standby_horizon_interval",
+        "Shortest time between two publications of the settled position for hot standbys.",
+        "The worker writes amebo.settled_position() into amebo.settled_horizon when it advanced; "
+        "read_all on a standby stops there. 0 publishes nothing.",
+        &standby_horizon_interval, 100, 0, 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr,
+        nullptr);
     DefineDeliverySettings();
     MarkGUCPrefixReserved("amebo");
 }

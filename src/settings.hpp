@@ -25,6 +25,10 @@ extern char *database_name;
 // amebo.worker_naptime: the background worker's fallback wake-up interval, in milliseconds.
 extern int worker_naptime;
 
+// amebo.standby_horizon_interval: the shortest time between two publications of the settled
+// position for standbys, in milliseconds (0: none are published).
+extern int standby_horizon_interval;
+
 // amebo.allow_private_targets: whether handlers may be loopback, private or link-local.
 extern bool allow_private_targets;
 

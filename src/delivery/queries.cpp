@@ -140,6 +140,14 @@ std::vector<FeedEvent> EventsBetween(int64_t after, int64_t through, int limit) 
     return events;
 }
 
+int LoadShard() {
+    // amebo.shard_identity exists since extension version 1.6.
+    if (pg::RunSqlValue("SELECT pg_catalog.to_regclass('amebo.shard_identity') IS NULL") == "t")
+        return -1;
+    return static_cast<int>(ToInt(
+        pg::RunSqlValue("SELECT coalesce((SELECT i.shard FROM amebo.shard_identity i), -1)")));
+}
+
 std::vector<Subscription> LoadSubscriptions() {
     auto rows = pg::RunSql(
         "SELECT s.id, s.action, s.handler, a.secret, s.max_retries, "

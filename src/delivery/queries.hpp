@@ -80,6 +80,9 @@ std::vector<FeedEvent> EventsBetween(int64_t after, int64_t through, int limit);
 // Every subscription with its application's secret, and the replaced one while it still signs.
 std::vector<Subscription> LoadSubscriptions();
 
+// This database's shard of amebo_router (amebo.shard_identity), or -1 when it is not a shard.
+int LoadShard();
+
 // Up to limit stored messages that are due, leaving out the keys skip (MessageKey::Text()).
 DueMessages LoadDueMessages(const std::vector<std::string> &skip, int limit);
 

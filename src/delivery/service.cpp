@@ -74,7 +74,9 @@ void DeliveryService::LoadSubscriptions() {
                                    "starts over")));
         });
     std::vector<Subscription> subscriptions = delivery::LoadSubscriptions();
-    dispatcher_->Configure(CurrentSettings());
+    DispatchSettings current = CurrentSettings();
+    current.shard = delivery::LoadShard();
+    dispatcher_->Configure(current);
     dispatcher_->SetSubscriptions(std::move(subscriptions));
 }
 

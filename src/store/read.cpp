@@ -9,6 +9,7 @@
 #include "store/event_table.hpp"
 #include "store/inflight.hpp"
 #include "store/scan.hpp"
+#include "store/settled_horizon.hpp"
 
 extern "C" {
 #include "utils/array.h"
@@ -113,12 +114,14 @@ PG_FUNCTION_INFO_V1(amebo_settled_position);
 }
 
 // amebo.settled_position(): every position at or below it is committed and visible to a
-// snapshot taken afterwards, or will never commit.
+// snapshot taken afterwards, or will never commit (on a standby: the primary's published one).
 extern "C" Datum amebo_settled_position(PG_FUNCTION_ARGS) {
     return pg::Entry([&] {
         EventCatalog catalog = LookupEventCatalog();
         RequireSelectOnEvents(catalog);
-        return Int64GetDatum(inflight::SafeHorizon(catalog.position_sequence) - 1);
+        SettledSnapshot settled = TakeSettledSnapshot(catalog);
+        UnregisterSnapshot(settled.snapshot);
+        return Int64GetDatum(settled.horizon - 1);
     });
 }
 
@@ -179,15 +182,14 @@ extern "C" Datum amebo_read_all(PG_FUNCTION_ARGS) {
         }
         EventCatalog catalog = LookupEventCatalog();
         RequireSelectOnEvents(catalog);
-        // The horizon first, the snapshot second: see store/inflight.hpp.
-        filter.horizon = inflight::SafeHorizon(catalog.position_sequence);
-        Snapshot snapshot = RegisterSnapshot(GetLatestSnapshot());
+        SettledSnapshot settled = TakeSettledSnapshot(catalog);
+        filter.horizon = settled.horizon;
         ScanKeyData key;
         PositionKey(after_position, &key);
         FilteredResult filtered{&filter, MaterializedResult(fcinfo)};
-        ScanEvents(catalog, catalog.position_index, snapshot, &key, 1, max_count, TakeFiltered,
-                   &filtered);
-        UnregisterSnapshot(snapshot);
+        ScanEvents(catalog, catalog.position_index, settled.snapshot, &key, 1, max_count,
+                   TakeFiltered, &filtered);
+        UnregisterSnapshot(settled.snapshot);
         return (Datum)0;
     });
 }

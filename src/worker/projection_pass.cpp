@@ -4,14 +4,10 @@
 #include <string>
 #include <vector>
 
-#include "pg/guard.hpp"
 #include "pg/sql_runner.hpp"
 #include "settings.hpp"
+#include "worker/pass_errors.hpp"
 #include "worker/shared_state.hpp"
-
-extern "C" {
-#include "pgstat.h"
-}
 
 namespace amebo::worker {
 
@@ -56,20 +52,7 @@ bool RunProjections() {
 } // namespace
 
 bool RunProjectionsSafely() {
-    ErrorData *failed = nullptr;
-    bool more = false;
-    try {
-        more = RunProjections();
-    } catch (const pg::PgError &error) {
-        failed = error.data();
-    }
-    if (failed != nullptr) {
-        failed->elevel = LOG;
-        ThrowErrorData(failed);
-        AbortCurrentTransaction();
-        pgstat_report_activity(STATE_IDLE, nullptr);
-    }
-    return more;
+    return RunPassLoggingErrors(RunProjections);
 }
 
 bool ProjectionSchedule::Due(uint64 requests, bool changed) {

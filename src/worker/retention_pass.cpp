@@ -7,13 +7,9 @@
 #include <algorithm>
 #include <string>
 
-#include "pg/guard.hpp"
 #include "pg/sql_runner.hpp"
 #include "settings.hpp"
-
-extern "C" {
-#include "pgstat.h"
-}
+#include "worker/pass_errors.hpp"
 
 namespace amebo::worker {
 
@@ -47,20 +43,7 @@ bool RunRetention() {
 } // namespace
 
 bool RunRetentionSafely() {
-    ErrorData *failed = nullptr;
-    bool more = false;
-    try {
-        more = RunRetention();
-    } catch (const pg::PgError &error) {
-        failed = error.data();
-    }
-    if (failed != nullptr) {
-        failed->elevel = LOG;
-        ThrowErrorData(failed);
-        AbortCurrentTransaction();
-        pgstat_report_activity(STATE_IDLE, nullptr);
-    }
-    return more;
+    return RunPassLoggingErrors(RunRetention);
 }
 
 bool RetentionSchedule::Due(bool woken) const {

@@ -140,7 +140,32 @@ void RecordRun(bool has_async_projections) {
 }
 
 void WakeForCommittedEvents() {
+    if (g_shared == nullptr)
+        return;
+    SpinLockAcquire(&g_shared->mutex);
+    g_shared->append_ends++;
+    bool asked = g_shared->wake_on_append_end;
+    g_shared->wake_on_append_end = false;
+    int pgprocno = g_shared->pgprocno;
+    SpinLockRelease(&g_shared->mutex);
+    if (asked && pgprocno >= 0)
+        SetLatch(&ProcGlobal->allProcs[pgprocno].procLatch);
     SetWorkerLatch(false);
+}
+
+uint64 AppendEnds() {
+    SpinLockAcquire(&g_shared->mutex);
+    uint64 ends = g_shared->append_ends;
+    SpinLockRelease(&g_shared->mutex);
+    return ends;
+}
+
+bool WakeAtNextAppendEnd(uint64 seen) {
+    SpinLockAcquire(&g_shared->mutex);
+    bool quiet = g_shared->append_ends == seen;
+    g_shared->wake_on_append_end = quiet;
+    SpinLockRelease(&g_shared->mutex);
+    return quiet;
 }
 
 void Wake() {

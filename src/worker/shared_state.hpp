@@ -40,6 +40,8 @@ struct WorkerShared {
     TimestampTz started_at;
     TimestampTz last_run_at;
     char database[NAMEDATALEN];
+    uint64 append_ends;      // counts commits and aborts of transactions that appended
+    bool wake_on_append_end; // the worker sleeps until the next one (horizon publishing)
 };
 
 // Asks for the shared state and the commit hook of the wake API (from Init()).
@@ -54,6 +56,13 @@ uint64 WakeRequests();
 
 // How many commits of transactions that called Wake() there were so far.
 uint64 Wakes();
+
+// How many transactions that appended have ended (committed or aborted) so far.
+uint64 AppendEnds();
+
+// Asks for a wake-up at the next end of a transaction that appended, unless one ended since
+// seen (AppendEnds() then differs): false in that case, as there is no need to sleep.
+bool WakeAtNextAppendEnd(uint64 seen);
 
 // True when the last pass found async projections to run.
 bool HasAsyncProjections();

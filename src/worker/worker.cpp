@@ -1,12 +1,13 @@
 // The background worker's life: connect, then loop: apply async projections
 // (projection_pass), deliver webhooks (delivery/service), enforce retention policies
-// (retention_pass), and wait on the latch, curl's
-// sockets and timers together until a commit, a reply or the fallback timer wakes it. Never a
-// transaction held while idle or across an HTTP call.
+// (retention_pass), publish the settled position for standbys (horizon_pass), and wait on the
+// latch, curl's sockets and timers together until a commit, a reply or the fallback timer
+// wakes it. Never a transaction held while idle or across an HTTP call.
 #include "worker/worker.hpp"
 
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <string>
 
@@ -15,6 +16,7 @@
 #include "pg/sql_runner.hpp"
 #include "settings.hpp"
 #include "store/inflight.hpp"
+#include "worker/horizon_pass.hpp"
 #include "worker/launcher.hpp"
 #include "worker/projection_pass.hpp"
 #include "worker/retention_pass.hpp"
@@ -99,6 +101,7 @@ void RunLoop() {
     delivery::DeliveryService deliveries(CountSubscriptionChanges);
     ProjectionSchedule projections;
     RetentionSchedule retention;
+    HorizonSchedule horizon;
     // The worker's own changes of stored messages do not wake it (see the deliveries trigger).
     pg::Call(
         [] { SetConfigOption("application_name", "amebo worker", PGC_USERSET, PGC_S_SESSION); });
@@ -125,9 +128,12 @@ void RunLoop() {
         PublishDelivery(!figures.empty(), figures);
         if (retention.Due(woken_by_call))
             retention.Ran(RunRetentionSafely());
+        horizon.RunIfDue();
         if (!projections.more && requests == WakeRequests() && wakes == Wakes()) {
-            // Until the next retention batch at most (100 ms while a pass has work left).
-            int wait_ms = static_cast<int>(retention.WaitMilliseconds());
+            // Until the next retention batch (100 ms while a pass has work left) or the next
+            // publication of the settled position at most.
+            int wait_ms = static_cast<int>(
+                std::min(retention.WaitMilliseconds(), horizon.WaitMilliseconds()));
             // Delivering, the service waits on the latch and its sockets together.
             if (deliveries.Active()) {
                 DeliverSafely(deliveries, [&] { deliveries.Wait(wait_ms); });
@@ -146,6 +152,7 @@ void RunLoop() {
             ApplyNice();
             projections.next_run = 0; // a pass right away, under the new settings
             retention.next_run = 0;
+            horizon.next_run = 0;
         }
     }
 }

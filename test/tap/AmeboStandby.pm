@@ -29,4 +29,16 @@ $extra_conf
 	return ($primary, $standby);
 }
 
+# Waits until the standby replayed everything and the publication of the primary's settled
+# position (which does not wait for its WAL flush, so it can reach the standby a WAL writer
+# round after the rest): read_all on the standby then returns every event the primary's does.
+sub wait_for_horizon {
+	my ($primary, $standby) = @_;
+	my $settled = $primary->safe_psql('postgres', 'SELECT amebo.settled_position()');
+	$primary->wait_for_catchup($standby);
+	$standby->poll_query_until('postgres', "SELECT amebo.settled_position() >= $settled")
+	  or die "the standby did not get the primary's settled position $settled";
+	return;
+}
+
 1;

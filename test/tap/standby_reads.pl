@@ -98,7 +98,7 @@ is($primary->safe_psql('postgres', "SELECT amebo.wait_for_projection('action_cou
 $primary->safe_psql('postgres', q{
 	SELECT amebo.append_event('order-1', 'order.paid', jsonb_build_object('amount', n))
 	FROM generate_series(1, 5) n});
-$primary->wait_for_catchup($standby);
+AmeboStandby::wait_for_horizon($primary, $standby);
 
 # -- reads
 my $rows = 0;
@@ -230,7 +230,7 @@ while (time < $deadline)
 	select(undef, undef, undef, 0.01) unless @got;
 }
 $appender->quit;
-$primary->wait_for_catchup($standby);
+AmeboStandby::wait_for_horizon($primary, $standby);
 my $expected = $primary->safe_psql('postgres',
 	"SELECT string_agg(position::text, ',' ORDER BY position) FROM amebo.events WHERE position > $start");
 is(join(',', @positions), $expected,

@@ -1219,6 +1219,48 @@ void TestNameLookup() {
 
 } // namespace
 
+// On a shard of amebo_router the envelope carries "shard" after "position" and the webhook id
+// names the shard (event ids may repeat across shards); a database that is not a shard sends
+// neither. The signature covers the webhook id and body the receiver gets.
+void TestShardEnvelopeAndWebhookId() {
+    FeedEvent event = SampleEvent();
+    std::string plain = BuildEnvelope(event);
+    std::string sharded = BuildEnvelope(event, 3);
+    CHECK(plain.find("\"shard\"") == std::string::npos);
+    CHECK(sharded.find(R"("position":72623859790382856,"shard":3,"action":)") !=
+          std::string::npos);
+    CHECK_EQ(Json::parse(sharded)["shard"].get<int>(), 3);
+    CHECK_EQ(Json::parse(BuildBatch({&event}, 0))["events"][0]["shard"].get<int>(), 0);
+
+    const int64_t now = 1000000000;
+    std::vector<std::string> ids;
+    for (int shard : {-1, 0, 1}) {
+        DispatchSettings settings;
+        settings.shard = shard;
+        Dispatcher dispatcher(settings);
+        dispatcher.SetSubscriptions({AnySubscription(7)});
+        dispatcher.AddEvent(StreamEvent(1), now);
+        dispatcher.EndTransaction(100);
+        std::vector<HttpRequest> sent = dispatcher.TakeRequests(now, 1700000000);
+        CHECK(sent.size() == 1);
+        if (sent.size() != 1)
+            continue;
+        std::string id = sent[0].headers[0].substr(std::string("webhook-id: ").size());
+        ids.push_back(id);
+        Json body = Json::parse(sent[0].body);
+        CHECK(shard < 0 ? !body.contains("shard") : body["shard"].get<int>() == shard);
+        CHECK_EQ(sent[0].headers[2], "webhook-signature: " +
+                                         SignPayload(AnySubscription(7).secret, id, 1700000000,
+                                                     sent[0].body));
+    }
+    CHECK_EQ(ids.size(), 3u);
+    if (ids.size() == 3) {
+        CHECK_EQ(ids[0], "msg_01a21c4ede3677a0bb41c25c92576481");
+        CHECK_EQ(ids[1], "msg_s0_01a21c4ede3677a0bb41c25c92576481");
+        CHECK_EQ(ids[2], "msg_s1_01a21c4ede3677a0bb41c25c92576481");
+    }
+}
+
 int main() {
     TestSigning();
     TestBase64();
@@ -1244,6 +1286,7 @@ int main() {
     TestAddressRangeLists();
     TestTargetRules();
     TestNameLookup();
+    TestShardEnvelopeAndWebhookId();
     std::cout << "delivery_test: " << checks_run - checks_failed << " of " << checks_run
               << " checks passed\n";
     return checks_failed == 0 ? 0 : 1;

@@ -34,10 +34,14 @@ std::string CompactId(const std::string &event_id) {
     return compact;
 }
 
-// The webhook id of a message whose first event is first: "msg_" and the event id without
-// dashes, and for a batching subscription "_" and the number of events.
-std::string WebhookId(const FeedEvent &first, int batch_size, size_t events) {
-    std::string id = "msg_" + CompactId(first.event_id);
+// The webhook id of a message whose first event is first: "msg_", on a shard of amebo_router
+// "s" and the shard and "_" (event ids may repeat across shards), the event id without dashes,
+// and for a batching subscription "_" and the number of events.
+std::string WebhookId(const FeedEvent &first, int batch_size, size_t events, int shard) {
+    std::string id = "msg_";
+    if (shard >= 0)
+        id += "s" + std::to_string(shard) + "_";
+    id += CompactId(first.event_id);
     if (batch_size > 1)
         id += "_" + std::to_string(events);
     return id;
@@ -248,8 +252,9 @@ void Dispatcher::Send(Queue &queue, std::unique_ptr<Message> message, int64_t no
     HttpRequest request;
     request.tag = next_tag_++;
     request.url = queue.subscription.handler;
-    request.body =
-        queue.subscription.batch_size > 1 ? BuildBatch(events) : BuildEnvelope(*events.front());
+    request.body = queue.subscription.batch_size > 1
+                       ? BuildBatch(events, settings_.shard)
+                       : BuildEnvelope(*events.front(), settings_.shard);
     message->started_at = now;
     queue.in_flight++;
     Message &sent = *message;
@@ -302,7 +307,8 @@ std::vector<HttpRequest> Dispatcher::TakeRequests(int64_t now, int64_t unix_seco
                 }
                 backlog_ -= take;
                 message->key.webhook_id =
-                    WebhookId(*message->units.front().event, queue.subscription.batch_size, take);
+                    WebhookId(*message->units.front().event, queue.subscription.batch_size, take,
+                              settings_.shard);
             } else {
                 continue;
             }
@@ -340,7 +346,8 @@ void Dispatcher::Settle(Transaction *transaction) {
 // Stores one waiting unit as a message of its own, due at next_attempt_at.
 void Dispatcher::StoreUnit(Queue &queue, const Unit &unit, int64_t next_attempt_at) {
     Message message;
-    message.key = {queue.subscription.id, WebhookId(*unit.event, queue.subscription.batch_size, 1)};
+    message.key = {queue.subscription.id,
+                   WebhookId(*unit.event, queue.subscription.batch_size, 1, settings_.shard)};
     message.units.push_back(unit);
     message.stored = true;
     log_.Store(Record(message, 0), message.key, MessageState::kPending, 0, next_attempt_at);

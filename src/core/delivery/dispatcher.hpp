@@ -63,6 +63,7 @@ struct DispatchSettings {
     int64_t retry_base_ms = 1000; // first retry delay
     int64_t retry_max_ms = 3600 * 1000;
     int64_t request_timeout_ms = 10000;
+    int shard = -1; // this database's shard of amebo_router (amebo.shard_identity), -1: none
 };
 
 // A message stored in amebo.deliveries that is due, with its events.

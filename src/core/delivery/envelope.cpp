@@ -62,8 +62,8 @@ void AppendJsonValue(std::string *out, std::string_view json) {
     out->append(json.empty() ? std::string_view("null") : json);
 }
 
-// Appends one event's envelope object.
-void AppendEnvelope(std::string *out, const FeedEvent &event) {
+// Appends one event's envelope object (with the shard when it is 0 or more).
+void AppendEnvelope(std::string *out, const FeedEvent &event, int shard) {
     out->append("{\"event_id\":");
     AppendJsonString(out, event.event_id);
     out->append(",\"stream\":");
@@ -72,6 +72,10 @@ void AppendEnvelope(std::string *out, const FeedEvent &event) {
     out->append(std::to_string(event.version));
     out->append(",\"position\":");
     out->append(std::to_string(event.position));
+    if (shard >= 0) {
+        out->append(",\"shard\":");
+        out->append(std::to_string(shard));
+    }
     out->append(",\"action\":");
     AppendJsonString(out, event.action);
     out->append(",\"payload\":");
@@ -180,20 +184,20 @@ bool IsDateTimeSeparator(char c) {
 
 } // namespace
 
-std::string BuildEnvelope(const FeedEvent &event) {
+std::string BuildEnvelope(const FeedEvent &event, int shard) {
     std::string out;
     out.reserve(200 + event.stream.size() + event.action.size() + event.payload.size() +
                 event.metadata.size());
-    AppendEnvelope(&out, event);
+    AppendEnvelope(&out, event, shard);
     return out;
 }
 
-std::string BuildBatch(const std::vector<const FeedEvent *> &events) {
+std::string BuildBatch(const std::vector<const FeedEvent *> &events, int shard) {
     std::string out = "{\"events\":[";
     for (size_t i = 0; i < events.size(); i++) {
         if (i > 0)
             out.push_back(',');
-        AppendEnvelope(&out, *events[i]);
+        AppendEnvelope(&out, *events[i], shard);
     }
     out.append("]}");
     return out;

@@ -13,10 +13,11 @@ namespace amebo::delivery {
 // {"event_id":…,"stream":…,"version":…,"position":…,"action":…,"payload":…,
 //  "metadata":…,"recorded_at":"2026-11-27T09:00:00.123456Z"} (payload and metadata verbatim,
 // null when empty; strings escaped with control characters as \u00XX, UTF-8 passed through).
-std::string BuildEnvelope(const FeedEvent &event);
+// On a shard of amebo_router (shard 0 or more), "shard":i follows "position".
+std::string BuildEnvelope(const FeedEvent &event, int shard = -1);
 
 // {"events":[envelope,…]} for a subscription that batches (no null pointers).
-std::string BuildBatch(const std::vector<const FeedEvent *> &events);
+std::string BuildBatch(const std::vector<const FeedEvent *> &events, int shard = -1);
 
 // RFC 3339 UTC text of a PostgreSQL-epoch microsecond time, always with six fraction digits:
 // "2000-01-01T00:00:00.000000Z" for 0. Years outside 0000..9999 (not RFC 3339) are written
