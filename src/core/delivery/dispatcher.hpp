@@ -90,7 +90,10 @@ class Dispatcher {
     void SetBlocked(const std::vector<int64_t> &subscription_ids);
 
     // Changes limits and timings.
-    void Configure(DispatchSettings settings) { settings_ = settings; }
+    void Configure(DispatchSettings settings) {
+        settings_ = settings;
+        hold_scan_due_ = true;
+    }
 
     // A committed event from the logical queue, in commit order.
     void AddEvent(FeedEvent event, int64_t now);
@@ -174,6 +177,8 @@ class Dispatcher {
     void Succeed(Message &message, const HttpResponse &response, int64_t now);
     void Fail(Queue &queue, Message &message, const HttpResponse &response, int64_t now);
     void Disable(Queue &queue);
+    void HoldNoEarlierThan(int64_t now);
+    int64_t EarliestHold() const;
 
     DispatchSettings settings_;
     std::map<int64_t, std::unique_ptr<Queue>> queues_;
@@ -188,6 +193,9 @@ class Dispatcher {
     uint64_t read_up_to_ = 0;
     size_t backlog_ = 0;
     size_t round_robin_ = 0;
+    int64_t hold_check_at_ = INT64_MAX; // once scanned, StoreHeld has nothing to store before
+    bool hold_scan_due_ = true;         // StoreHeld must scan (settings or subscriptions changed)
+    bool batching_ = false;             // some subscription sends batches (lingers)
     std::mt19937_64 random_;
 };
 
