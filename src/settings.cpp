@@ -15,7 +15,7 @@ int retry_base_delay = 1000;
 int retry_max_delay = 3600 * 1000;
 int delivery_timeout = 10000;
 int connect_timeout = 5000;
-int max_concurrent_requests = 64;
+int max_concurrent_requests = 1000;
 int max_requests_per_subscription = 16;
 int delivery_log_retention = 7 * 24 * 3600;
 int worker_nice = 0;
@@ -55,7 +55,7 @@ void DefineDeliverySettings() {
                        &connect_timeout, 5000, 100, 600 * 1000);
     DefineCustomIntVariable(
         "amebo.max_concurrent_requests", "Webhook requests the worker keeps in flight at most.",
-        nullptr, &max_concurrent_requests, 64, 1, 10000, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+        nullptr, &max_concurrent_requests, 1000, 1, 100000, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
     DefineCustomIntVariable("amebo.max_requests_per_subscription",
                             "Webhook requests in flight at most per subscription (ordered "
                             "subscriptions always send one at a time).",

@@ -8,6 +8,7 @@
 #include "delivery/http_client.hpp"
 
 #include <curl/curl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -28,6 +29,10 @@
 #include "pg/guard.hpp"
 #include "pg/wait_set.hpp"
 
+extern "C" {
+#include "storage/fd.h"
+}
+
 namespace amebo::delivery {
 
 namespace {
@@ -42,6 +47,11 @@ constexpr char kUserAgent[] = "amebo/" AMEBO_VERSION;
 constexpr char kRetryAfter[] = "retry-after:";
 constexpr size_t kMaxRetryAfter = 256;
 constexpr size_t kCallbackErrorSize = 256;
+// Descriptors kept free beside PostgreSQL's own files and the HTTP sockets (the wait set's
+// epoll descriptor, libcurl's resolver threads' pipes, the logical queue's WAL segment).
+constexpr rlim_t kReservedDescriptors = 64;
+// Sockets the HTTP client may use when the open-file limit cannot be read.
+constexpr size_t kFallbackSockets = 64;
 
 // Copies text into a fixed buffer, truncating; never throws.
 template <size_t N> void CopyText(char (&buffer)[N], const char *text) noexcept {
@@ -556,6 +566,25 @@ void HttpClient::State::FailAll(std::vector<HttpResponse> *finished) {
     transfers.clear();
     multi_error.clear();
     watch.callback_error[0] = '\0';
+}
+
+size_t SocketBudget() {
+    static bool raised = false;
+    rlimit limit{};
+    if (getrlimit(RLIMIT_NOFILE, &limit) != 0)
+        return kFallbackSockets;
+    if (!raised && limit.rlim_cur < limit.rlim_max) {
+        rlimit wanted = limit;
+        wanted.rlim_cur = limit.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &wanted) == 0)
+            limit = wanted;
+    }
+    raised = true;
+    rlim_t used = static_cast<rlim_t>(std::max(0, max_safe_fds)) + kReservedDescriptors;
+    if (limit.rlim_cur == RLIM_INFINITY)
+        return SIZE_MAX;
+    return limit.rlim_cur > used + kFallbackSockets ? static_cast<size_t>(limit.rlim_cur - used)
+                                                    : kFallbackSockets;
 }
 
 HttpClient::HttpClient(long max_total, long max_per_host) : state_(std::make_unique<State>()) {

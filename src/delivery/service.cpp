@@ -19,9 +19,10 @@ namespace amebo::delivery {
 
 namespace {
 
-// How many events the worker keeps in memory before it stops reading the queue.
-constexpr size_t kMaxBacklog = 20000;
-// Records decoded per read.
+// How many units (an event for one subscription) the worker keeps in memory before it stops
+// reading the queue.
+constexpr size_t kMaxBacklog = 50000;
+// Records decoded per read at most; fewer with many subscriptions (ReadBatch).
 constexpr size_t kReadBatch = 5000;
 // Stored messages fetched at once.
 constexpr int kDueBatch = 500;
@@ -52,10 +53,12 @@ int64_t DeliveryService::Now() const {
     return GetCurrentTimestamp();
 }
 
-// The dispatcher's limits from the amebo.* settings.
+// The dispatcher's limits from the amebo.* settings; requests in flight are capped by the
+// sockets the open-file limit leaves (SocketBudget).
 DispatchSettings DeliveryService::CurrentSettings() {
     DispatchSettings current;
-    current.max_requests = settings::max_concurrent_requests;
+    current.max_requests =
+        std::min(static_cast<size_t>(settings::max_concurrent_requests), SocketBudget());
     current.max_requests_per_subscription = settings::max_requests_per_subscription;
     current.retry_base_ms = settings::retry_base_delay;
     current.retry_max_ms = settings::retry_max_delay;
@@ -101,11 +104,19 @@ void DeliveryService::ReadNew() {
     uint64_t flushed = FlushedWal();
     if (subscription_changes_() != loaded_changes_)
         LoadSubscriptions();
-    uint64_t end = ReadQueue(this, kReadBatch, flushed);
+    uint64_t end = ReadQueue(this, ReadBatch(), flushed);
     dispatcher_->ReadUpTo(end);
     more_to_read_ = end < flushed;
     read_up_to_ = end;
     Confirm();
+}
+
+// Records to decode next: as many as fit in the backlog when every subscription wants each
+// one, so that many subscriptions do not multiply a read into millions of units in memory.
+size_t DeliveryService::ReadBatch() const {
+    size_t room = kMaxBacklog - std::min(kMaxBacklog, dispatcher_->Backlog());
+    size_t per_event = std::max<size_t>(1, dispatcher_->SubscriptionCount());
+    return std::clamp<size_t>(room / per_event, 1, kReadBatch);
 }
 
 // Loads stored messages that are due, and which ordered subscriptions are blocked.

@@ -57,6 +57,7 @@ class DeliveryService : private QueueSink {
     void CatchUp();
     void LoadSubscriptions();
     void ReadNew();
+    size_t ReadBatch() const;
     void FetchDue();
     void Record(bool force);
     void Confirm();

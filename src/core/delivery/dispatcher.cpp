@@ -271,8 +271,20 @@ void Dispatcher::Send(Queue &queue, std::unique_ptr<Message> message, int64_t no
     requests->push_back(std::move(request));
 }
 
+// Splits the requests allowed in flight evenly among the subscriptions that have work, so
+// that slow handlers (each holding its requests for their whole answer time) cannot take
+// every slot and leave a fast one waiting for its turn.
+void Dispatcher::ShareRequests() {
+    size_t busy = 0;
+    for (const auto &[id, queue] : queues_)
+        if (queue->in_flight > 0 || !queue->waiting.empty() || !queue->stored_waiting.empty())
+            busy++;
+    fair_share_ = std::max<size_t>(1, settings_.max_requests / std::max<size_t>(1, busy));
+}
+
 std::vector<HttpRequest> Dispatcher::TakeRequests(int64_t now, int64_t unix_seconds) {
     std::vector<HttpRequest> requests;
+    ShareRequests();
     bool progress = true;
     while (progress && in_flight_.size() < settings_.max_requests && !queues_.empty()) {
         progress = false;
@@ -430,7 +442,8 @@ size_t Dispatcher::StoredQueued() const {
 
 // Requests a subscription may have in flight.
 size_t Dispatcher::Limit(const Subscription &subscription) const {
-    return subscription.ordered ? 1 : settings_.max_requests_per_subscription;
+    return subscription.ordered ? 1
+                                : std::min(settings_.max_requests_per_subscription, fair_share_);
 }
 
 // True when the queue's waiting events do not fill a batch and should wait for more: the

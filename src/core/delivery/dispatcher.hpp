@@ -139,6 +139,9 @@ class Dispatcher {
     // Requests in flight.
     size_t InFlight() const { return in_flight_.size(); }
 
+    // Subscriptions loaded (each may want every event).
+    size_t SubscriptionCount() const { return queues_.size(); }
+
     // Stored messages loaded and waiting to be sent.
     size_t StoredQueued() const;
 
@@ -170,6 +173,7 @@ class Dispatcher {
     void Send(Queue &queue, std::unique_ptr<Message> message, int64_t now, int64_t unix_seconds,
               std::vector<HttpRequest> *requests);
     size_t Limit(const Subscription &subscription) const;
+    void ShareRequests();
     bool Lingers(const Queue &queue, int64_t now) const;
     bool Matches(const Subscription &subscription, const FeedEvent &event,
                  std::optional<nlohmann::json> &payload) const;
@@ -195,6 +199,7 @@ class Dispatcher {
     size_t round_robin_ = 0;
     int64_t hold_check_at_ = INT64_MAX; // once scanned, StoreHeld has nothing to store before
     bool hold_scan_due_ = true;         // StoreHeld must scan (settings or subscriptions changed)
+    size_t fair_share_ = SIZE_MAX;      // requests in flight per busy subscription (ShareRequests)
     bool batching_ = false;             // some subscription sends batches (lingers)
     std::mt19937_64 random_;
 };
