@@ -146,12 +146,21 @@ def run(args, nginx):
         for kind in ("fast", "slow"):
             times = sorted(at - start for path, _, at in hits if paths[path] == kind)
             print(kind, [round(times[int(q * (len(times) - 1))], 2) for q in (0, .1, .25, .5, .75, .9, 1)])
+        for row in conn.execute(
+                "SELECT left(s.name, 4), percentile_disc(array[0.5, 0.9, 0.99]) WITHIN GROUP "
+                "(ORDER BY l.duration_ms), max(l.duration_ms) FROM amebo.delivery_log l "
+                "JOIN amebo.subscriptions s ON s.id = l.subscription_id GROUP BY 1"):
+            print("durations", row)
     print(f"{expected:,} deliveries to {args.slow} slow (50 ms) and {args.fast} fast handlers: "
           f"fast ones done after {fast_s:.2f} s, slow ones after {slow_s:.2f} s "
           f"({expected / slow_s:,.0f} deliveries/s); worker RSS {rss_kb / 1024:.1f} MB")
-    if fast_s > slow_s / 3:
+    # Held back, the fast handlers would wait for their turn among the slow ones and finish
+    # with them (about 1x). Not held back, they finish after a small fraction of the slow
+    # ones' time on an idle machine; on a loaded one each request also waits for the worker's
+    # next turn, which shows in both (measured up to about half).
+    if fast_s > slow_s * 0.6:
         fail(f"the fast handlers were held back: done after {fast_s:.2f} s, "
-             f"the slow ones after {slow_s:.2f} s (expected at most a third)")
+             f"the slow ones after {slow_s:.2f} s (expected at most 0.6 times that)")
 
     # SIGTERM with thousands of requests in flight: the worker ends promptly.
     append(conn, args.events * 5, 100, "in-flight")
