@@ -20,7 +20,8 @@ time each request arrives, for latency. Four parts, in one run:
    client; latency = receipt time minus the time the append's autocommit returned.
    Targets: p50 at most 5 ms, p99 at most 50 ms.
 4. The append path's share: pgbench at a fixed rate of half the saturation TPS without
-   subscriptions, with none and with 10 subscriptions delivering everything to nginx.
+   subscriptions, with none and with 10 subscriptions delivering everything to nginx
+   (also with amebo.worker_cpu_limit = 25).
    Targets: append latency p50 and p99 at most 1.2x, backend CPU per append transaction at
    most 1.10x; TPS at saturation reported without a target.
 5. 1,000 subscriptions to slow handlers (50 ms, nginx echo_sleep on 1,000 loopback
@@ -81,6 +82,7 @@ SLOW_EVENTS = env_int("BENCH_WEBHOOK_SLOW_EVENTS", 200)     # part 5: events to 
 DRAIN_TARGET_10 = 40000       # part 1: deliveries/s with 10 subscriptions
 CPU_TARGET_US = 15            # part 1: worker CPU per delivery
 SLOW_TARGET = 10000           # part 5: deliveries/s
+CPU_LIMIT = env_int("BENCH_WEBHOOK_CPU_LIMIT", 25)  # part 4: amebo.worker_cpu_limit variant
 # part 4: fsync on, so that synchronous_commit = on means what it says (durable commits)
 APPEND_FSYNC = os.environ.get("BENCH_WEBHOOK_APPEND_FSYNC", "on")
 CLIENTS = 8
@@ -735,16 +737,23 @@ def fixed_rate_run(bench, rate, ids):
             "backend_us": backend_cpu * 1e6 / max(transactions, 1), "meter": meter}
 
 
+# Part 4's variants: label, subscriptions, amebo.worker_cpu_limit.
+APPEND_VARIANTS = (("none", 0, 0), ("10 subscriptions", 10, 0),
+                   (f"10 subscriptions, worker_cpu_limit {CPU_LIMIT}", 10, CPU_LIMIT))
+
+
 # Part 4, in rounds, each variant on a new cluster (fsync on): with no subscription, append
 # TPS at saturation, then (the rate set by the first round) a run at half that rate; with 10
-# subscriptions delivering everything to nginx, a run at the same rate, then saturation.
+# subscriptions delivering everything to nginx (without and with a cap on the worker's CPU),
+# a run at the same rate, then saturation.
 def run_append(bench):
     runs = []
     rate = None
     for rnd in range(APPEND_ROUNDS):
-        for label, subscriptions in (("none", 0), ("10 subscriptions", 10)):
+        for label, subscriptions, cpu_limit in APPEND_VARIANTS:
             bench.fresh(f"part 4 round {rnd + 1}, {label}")
             bench.conn.execute(f"ALTER SYSTEM SET fsync = {APPEND_FSYNC}")
+            bench.conn.execute(f"ALTER SYSTEM SET amebo.worker_cpu_limit = {cpu_limit}")
             bench.conn.execute("SELECT pg_reload_conf()")
             time.sleep(0.5)
             ids = []
@@ -769,18 +778,22 @@ def run_append(bench):
     return runs
 
 
-# Ratios of the runs with subscriptions to the run with none in the same round: medians over
-# rounds of (p50, p99, backend CPU per transaction, saturation TPS), with the per-round lists.
+# For each variant with subscriptions: its label and the ratios of its runs to the run with
+# none in the same round, medians over rounds of (p50, p99, backend CPU per transaction,
+# saturation TPS), with the per-round lists.
 def append_ratios(runs):
     none = {r["round"]: r for r in runs if r["subscriptions"] == 0}
-    same = [r for r in runs if r["subscriptions"] and r["round"] in none]
-    if not same:
-        return None
-    ratios = {}
-    for key in ("p50", "p99", "backend_us", "saturated"):
-        per_round = [r[key] / none[r["round"]][key] for r in same]
-        ratios[key] = (statistics.median(per_round), per_round)
-    return ratios
+    out = []
+    for label, subscriptions, _ in APPEND_VARIANTS:
+        same = [r for r in runs if r["label"] == label and r["round"] in none]
+        if not subscriptions or not same:
+            continue
+        ratios = {}
+        for key in ("p50", "p99", "backend_us", "saturated"):
+            per_round = [r[key] / none[r["round"]][key] for r in same]
+            ratios[key] = (statistics.median(per_round), per_round)
+        out.append((label, ratios))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1031,7 +1044,8 @@ def report(results, info):
             "a new cluster, in rounds. With no subscription: TPS at saturation "
             f"({SATURATION_SECONDS} s), then {FIXED_RATE_SECONDS} s at a fixed rate of half the "
             "first round's saturation (pgbench -R); with 10 subscriptions delivering every "
-            "event to nginx (one request per event): the same fixed rate, then saturation. "
+            "event to nginx (one request per event), without and with amebo.worker_cpu_limit = "
+            f"{CPU_LIMIT} (percent of a CPU): the same fixed rate, then saturation. "
             "Latency: pgbench's per-transaction log (-l), from the scheduled start. Backend "
             "CPU/transaction: CPU time of pgbench's server backends (reaped by the postmaster) "
             "over the fixed-rate run's transactions. Ratios: median over rounds of (with "
@@ -1052,16 +1066,15 @@ def report(results, info):
                 f"{r['delivered'] / m.elapsed:,.0f} | {m.worker_cpu / m.elapsed * 100:.0f}% | "
                 f"{m.machine_busy * 100:.0f}% | {r['saturated']:,.0f} |")
         lines.append("")
-        ratios = append_ratios(runs)
-        if ratios:
+        for label, ratios in append_ratios(runs):
             for key, name, target in (("p50", "latency p50", 1.2), ("p99", "latency p99", 1.2),
                                       ("backend_us", "backend CPU per transaction", 1.10)):
                 value, per_round = ratios[key]
-                lines.append(f"- 10 subscriptions / none, {name}: **{value:.2f}x** (per round: "
+                lines.append(f"- {label} / none, {name}: **{value:.2f}x** (per round: "
                              f"{', '.join(f'{p:.2f}' for p in per_round)}), target ≤ "
                              f"{target:.2f}x: **{verdict(value <= target)}**")
             value, per_round = ratios["saturated"]
-            lines.append(f"- 10 subscriptions / none, TPS at saturation: {value:.2f}x (per "
+            lines.append(f"- {label} / none, TPS at saturation: {value:.2f}x (per "
                          f"round: {', '.join(f'{p:.2f}' for p in per_round)}), no target")
         lines.append("")
     if "5" in results:
@@ -1125,16 +1138,15 @@ def summary_lines(results):
                      verdict(r["p50"] <= 5 and complete)))
         rows.append(("latency p99 ms", f"{r['p99']:.2f}", "≤ 50",
                      f"{r['p99'] / 50:.2f}x of target", verdict(r["p99"] <= 50 and complete)))
-    ratios = append_ratios(results.get("4", []))
-    if ratios:
+    for label, ratios in append_ratios(results.get("4", [])):
         for key, name, target in (("p50", "latency p50", 1.2), ("p99", "latency p99", 1.2),
                                   ("backend_us", "backend CPU per transaction", 1.10)):
             value = ratios[key][0]
-            rows.append((f"append at half saturation, {name}, 10 subscriptions / none",
+            rows.append((f"append at half saturation, {name}, {label} / none",
                          f"{value:.2f}x", f"≤ {target:.2f}x", f"{(value - 1) * 100:+.0f}%",
                          verdict(value <= target)))
         value = ratios["saturated"][0]
-        rows.append(("append TPS at saturation, 10 subscriptions / none (no target)",
+        rows.append((f"append TPS at saturation, {label} / none (no target)",
                      f"{value:.2f}x", "–", f"{(1 - value) * 100:.0f}% lower", "–"))
     if "5" in results:
         r = results["5"]

@@ -63,6 +63,7 @@ class DeliveryService : private QueueSink {
     void Confirm();
     void MeasureCheckpoint();
     void Prune();
+    void LimitCpu();
     int64_t Now() const;
     static DispatchSettings CurrentSettings();
 
@@ -93,6 +94,8 @@ class DeliveryService : private QueueSink {
     uint64_t loaded_changes_ = 0; // the subscription change count the list was loaded at
     int64_t next_prune_ = 0;
     int64_t now_ = 0;
+    int64_t cpu_window_start_ = 0;    // when the current window of amebo.worker_cpu_limit began
+    int64_t cpu_at_window_start_ = 0; // the process's CPU time then, microseconds
 };
 
 } // namespace amebo::delivery
