@@ -1147,7 +1147,7 @@ def summary_lines(results):
                          verdict(value <= target)))
         value = ratios["saturated"][0]
         rows.append((f"append TPS at saturation, {label} / none (no target)",
-                     f"{value:.2f}x", "–", f"{(1 - value) * 100:.0f}% lower", "–"))
+                     f"{value:.2f}x", "–", f"{(value - 1) * 100:+.0f}%", "–"))
     if "5" in results:
         r = results["5"]
         rows.append((f"{r['endpoints']:,} slow (50 ms) endpoints, deliveries/s",

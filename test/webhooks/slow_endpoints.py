@@ -142,15 +142,6 @@ def run(args, nginx):
         kind = paths[path]
         last[kind] = max(last[kind], at)
     fast_s, slow_s = last["fast"] - start, last["slow"] - start
-    if os.environ.get("SLOW_DEBUG"):
-        for kind in ("fast", "slow"):
-            times = sorted(at - start for path, _, at in hits if paths[path] == kind)
-            print(kind, [round(times[int(q * (len(times) - 1))], 2) for q in (0, .1, .25, .5, .75, .9, 1)])
-        for row in conn.execute(
-                "SELECT left(s.name, 4), percentile_disc(array[0.5, 0.9, 0.99]) WITHIN GROUP "
-                "(ORDER BY l.duration_ms), max(l.duration_ms) FROM amebo.delivery_log l "
-                "JOIN amebo.subscriptions s ON s.id = l.subscription_id GROUP BY 1"):
-            print("durations", row)
     print(f"{expected:,} deliveries to {args.slow} slow (50 ms) and {args.fast} fast handlers: "
           f"fast ones done after {fast_s:.2f} s, slow ones after {slow_s:.2f} s "
           f"({expected / slow_s:,.0f} deliveries/s); worker RSS {rss_kb / 1024:.1f} MB")
