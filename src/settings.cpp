@@ -21,11 +21,12 @@ int retry_base_delay = 1000;
 int retry_max_delay = 3600 * 1000;
 int delivery_timeout = 10000;
 int connect_timeout = 5000;
-int max_concurrent_requests = 64;
+int max_concurrent_requests = 1000;
 int max_requests_per_subscription = 16;
 int delivery_log_retention = 7 * 24 * 3600;
 int worker_nice = 0;
 int disable_after = 3 * 24 * 3600;
+int worker_cpu_limit = 0;
 
 namespace {
 
@@ -130,9 +131,10 @@ void DefineDeliverySettings() {
                        &delivery_timeout, 10000, 100, 600 * 1000);
     DefineMilliseconds("amebo.connect_timeout", "Longest connecting to a webhook handler may take.",
                        &connect_timeout, 5000, 100, 600 * 1000);
-    DefineCustomIntVariable(
-        "amebo.max_concurrent_requests", "Webhook requests the worker keeps in flight at most.",
-        nullptr, &max_concurrent_requests, 64, 1, 10000, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable("amebo.max_concurrent_requests",
+                            "Webhook requests the worker keeps in flight at most.", nullptr,
+                            &max_concurrent_requests, 1000, 1, 100000, PGC_SIGHUP, 0, nullptr,
+                            nullptr, nullptr);
     DefineCustomIntVariable("amebo.max_requests_per_subscription",
                             "Webhook requests in flight at most per subscription (ordered "
                             "subscriptions always send one at a time).",
@@ -154,6 +156,12 @@ void DefineDeliverySettings() {
         "Above 0 the kernel favours the server's other processes over the worker when the "
         "CPUs are saturated, at the price of delivery lag. Lowering it restarts the worker.",
         &worker_nice, 0, 0, 19, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable(
+        "amebo.worker_cpu_limit",
+        "Percent of one CPU the amebo worker may use while delivering (0: no limit).",
+        "Above it the worker pauses, leaving the CPU to the server's other processes, at the "
+        "price of delivery lag.",
+        &worker_cpu_limit, 0, 0, 100, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
 }
 
 } // namespace

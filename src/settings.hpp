@@ -61,6 +61,8 @@ extern int disable_after;
 
 // amebo.worker_nice: the worker's CPU scheduling niceness (0: as the server; up to 19).
 extern int worker_nice;
+// amebo.worker_cpu_limit: percent of one CPU the worker may use while delivering (0: no cap).
+extern int worker_cpu_limit;
 
 // Defines every amebo.* setting; called once from _PG_init.
 void Init();

@@ -12,6 +12,11 @@
 
 namespace amebo::delivery {
 
+// Raises this process's open-file limit to its hard limit (once), then returns how many
+// sockets HTTP requests may use: the limit less the files PostgreSQL may keep open
+// (max_safe_fds) and a reserve. The worker keeps no more requests in flight than that.
+size_t SocketBudget();
+
 // What woke a Wait().
 struct WaitOutcome {
     std::vector<HttpResponse> finished;

@@ -4,6 +4,8 @@
 // ends at the earliest of those deadlines.
 #include "delivery/service.hpp"
 
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <ctime>
 
@@ -12,16 +14,19 @@
 #include "settings.hpp"
 
 extern "C" {
+#include "storage/latch.h"
 #include "utils/timestamp.h"
+#include "utils/wait_event.h"
 }
 
 namespace amebo::delivery {
 
 namespace {
 
-// How many events the worker keeps in memory before it stops reading the queue.
-constexpr size_t kMaxBacklog = 20000;
-// Records decoded per read.
+// How many units (an event for one subscription) the worker keeps in memory before it stops
+// reading the queue.
+constexpr size_t kMaxBacklog = 50000;
+// Records decoded per read at most; fewer with many subscriptions (ReadBatch).
 constexpr size_t kReadBatch = 5000;
 // Stored messages fetched at once.
 constexpr int kDueBatch = 500;
@@ -31,8 +36,18 @@ constexpr int64_t kIdleDueFetch = 5 * 1000000L;
 constexpr int64_t kRecordInterval = 20 * 1000L;
 constexpr int64_t kCheckpointInterval = 200 * 1000L;
 constexpr int64_t kPruneInterval = 60 * 1000000L;
+constexpr int64_t kCpuWindow = 1000000L;      // amebo.worker_cpu_limit is kept per second
+constexpr int64_t kLongestCpuPause = 100000L; // a pause ends after this at most (interrupts)
 // Checkpoint candidates kept at most.
 constexpr size_t kMaxCheckpointCandidates = 10000;
+
+// CPU time (user and system) this process has used, in microseconds.
+int64_t ProcessCpuMicros() {
+    rusage usage{};
+    getrusage(RUSAGE_SELF, &usage);
+    auto micros = [](const timeval &t) { return int64_t{t.tv_sec} * 1000000 + t.tv_usec; };
+    return micros(usage.ru_utime) + micros(usage.ru_stime);
+}
 
 } // namespace
 
@@ -52,10 +67,12 @@ int64_t DeliveryService::Now() const {
     return GetCurrentTimestamp();
 }
 
-// The dispatcher's limits from the amebo.* settings.
+// The dispatcher's limits from the amebo.* settings; requests in flight are capped by the
+// sockets the open-file limit leaves (SocketBudget).
 DispatchSettings DeliveryService::CurrentSettings() {
     DispatchSettings current;
-    current.max_requests = settings::max_concurrent_requests;
+    current.max_requests =
+        std::min(static_cast<size_t>(settings::max_concurrent_requests), SocketBudget());
     current.max_requests_per_subscription = settings::max_requests_per_subscription;
     current.retry_base_ms = settings::retry_base_delay;
     current.retry_max_ms = settings::retry_max_delay;
@@ -103,11 +120,19 @@ void DeliveryService::ReadNew() {
     uint64_t flushed = FlushedWal();
     if (subscription_changes_() != loaded_changes_)
         LoadSubscriptions();
-    uint64_t end = ReadQueue(this, kReadBatch, flushed);
+    uint64_t end = ReadQueue(this, ReadBatch(), flushed);
     dispatcher_->ReadUpTo(end);
     more_to_read_ = end < flushed;
     read_up_to_ = end;
     Confirm();
+}
+
+// Records to decode next: as many as fit in the backlog when every subscription wants each
+// one, so that many subscriptions do not multiply a read into millions of units in memory.
+size_t DeliveryService::ReadBatch() const {
+    size_t room = kMaxBacklog - std::min(kMaxBacklog, dispatcher_->Backlog());
+    size_t per_event = std::max<size_t>(1, dispatcher_->SubscriptionCount());
+    return std::clamp<size_t>(room / per_event, 1, kReadBatch);
 }
 
 // Loads stored messages that are due, and which ordered subscriptions are blocked.
@@ -184,6 +209,31 @@ void DeliveryService::Confirm() {
     confirmed_ = confirmable;
 }
 
+// Keeps the worker within amebo.worker_cpu_limit percent of a CPU per second: once it has used
+// more than its share of the second so far, it pauses until the share catches up (at most
+// kLongestCpuPause at a time, then interrupts are served and the next turn checks again).
+void DeliveryService::LimitCpu() {
+    int limit = settings::worker_cpu_limit;
+    if (limit <= 0)
+        return;
+    int64_t cpu = ProcessCpuMicros();
+    if (now_ - cpu_window_start_ >= kCpuWindow) {
+        cpu_window_start_ = now_;
+        cpu_at_window_start_ = cpu;
+        return;
+    }
+    int64_t excess = (cpu - cpu_at_window_start_) - (now_ - cpu_window_start_) * limit / 100;
+    if (excess <= 0)
+        return;
+    long pause_ms = static_cast<long>(std::min(excess * 100 / limit, kLongestCpuPause) / 1000);
+    pg::Call([pause_ms] {
+        (void)WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, std::max(1L, pause_ms),
+                        PG_WAIT_EXTENSION);
+        CHECK_FOR_INTERRUPTS();
+    });
+    now_ = Now();
+}
+
 // Removes delivery log rows past their retention.
 void DeliveryService::Prune() {
     next_prune_ = now_ + kPruneInterval;
@@ -201,6 +251,8 @@ void DeliveryService::RefreshTargetRules() {
 
 void DeliveryService::Step(bool subscriptions_changed) {
     now_ = Now();
+    if (active_)
+        LimitCpu();
     if (!active_) {
         if (!subscriptions_changed && now_ < next_start_check_)
             return;

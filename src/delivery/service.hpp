@@ -57,12 +57,14 @@ class DeliveryService : private QueueSink {
     void CatchUp();
     void LoadSubscriptions();
     void ReadNew();
+    size_t ReadBatch() const;
     void FetchDue();
     void Record(bool force);
     void Confirm();
     void MeasureCheckpoint();
     void Prune();
     void RefreshTargetRules();
+    void LimitCpu();
     int64_t Now() const;
     static DispatchSettings CurrentSettings();
 
@@ -95,6 +97,8 @@ class DeliveryService : private QueueSink {
     int64_t now_ = 0;
     std::shared_ptr<const TargetRules> targets_; // what new requests may reach
     uint64_t targets_version_ = 0;               // settings::TargetRulesVersion() of targets_
+    int64_t cpu_window_start_ = 0;    // when the current window of amebo.worker_cpu_limit began
+    int64_t cpu_at_window_start_ = 0; // the process's CPU time then, microseconds
 };
 
 } // namespace amebo::delivery

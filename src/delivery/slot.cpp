@@ -68,9 +68,10 @@ bool DeliveryService::Start() {
     TrustOwnOutputPlugin();
     extension_ = ExtensionOid();
     std::optional<SavedCheckpoint> saved = LoadCheckpoint();
-    dispatcher_ = std::make_unique<Dispatcher>(CurrentSettings());
-    http_ = std::make_unique<HttpClient>(settings::max_concurrent_requests,
-                                         settings::max_requests_per_subscription);
+    DispatchSettings limits = CurrentSettings();
+    dispatcher_ = std::make_unique<Dispatcher>(limits);
+    http_ = std::make_unique<HttpClient>(static_cast<long>(limits.max_requests),
+                                         static_cast<long>(limits.max_requests_per_subscription));
     LoadSubscriptions();
     skip_positions_.clear();
     checkpoint_candidates_.clear();

@@ -129,6 +129,12 @@ void Dispatcher::SetSubscriptions(std::vector<Subscription> subscriptions) {
         backlog_ -= queue->waiting.size() + queue->stored_waiting.size();
     }
     queues_ = std::move(next);
+    batching_ = std::any_of(queues_.begin(), queues_.end(), [](const auto &entry) {
+        return entry.second->subscription.batch_size > 1;
+    });
+    rate_limiting_ = std::any_of(queues_.begin(), queues_.end(),
+                                 [](const auto &entry) { return entry.second->rate.Limited(); });
+    hold_scan_due_ = true;
     Advance();
 }
 
@@ -175,6 +181,9 @@ void Dispatcher::AddEvent(FeedEvent event, int64_t now) {
         }
         queue->waiting.push_back(std::move(unit));
         backlog_++;
+        HoldNoEarlierThan(now);
+        if (queue->rate.Limited())
+            hold_scan_due_ = true; // StoreHeld stores what is beyond the rate (StoreBeyondRate)
     }
 }
 
@@ -256,6 +265,7 @@ void Dispatcher::Send(Queue &queue, std::unique_ptr<Message> message, int64_t no
                        ? BuildBatch(events, settings_.shard)
                        : BuildEnvelope(*events.front(), settings_.shard);
     message->started_at = now;
+    HoldNoEarlierThan(now);
     queue.in_flight++;
     Message &sent = *message;
     in_flight_[request.tag] = std::move(message);
@@ -275,8 +285,20 @@ void Dispatcher::Send(Queue &queue, std::unique_ptr<Message> message, int64_t no
     requests->push_back(std::move(request));
 }
 
+// Splits the requests allowed in flight evenly among the subscriptions that have work, so
+// that slow handlers (each holding its requests for their whole answer time) cannot take
+// every slot and leave a fast one waiting for its turn.
+void Dispatcher::ShareRequests() {
+    size_t busy = 0;
+    for (const auto &[id, queue] : queues_)
+        if (queue->in_flight > 0 || !queue->waiting.empty() || !queue->stored_waiting.empty())
+            busy++;
+    fair_share_ = std::max<size_t>(1, settings_.max_requests / std::max<size_t>(1, busy));
+}
+
 std::vector<HttpRequest> Dispatcher::TakeRequests(int64_t now, int64_t unix_seconds) {
     std::vector<HttpRequest> requests;
+    ShareRequests();
     bool progress = true;
     while (progress && in_flight_.size() < settings_.max_requests && !queues_.empty()) {
         progress = false;
@@ -364,10 +386,23 @@ void Dispatcher::StoreUnits(Queue &queue, int64_t next_attempt_at) {
     queue.waiting.clear();
 }
 
+// Something started or queued at now: its hold ends no earlier than now plus the hold time.
+void Dispatcher::HoldNoEarlierThan(int64_t now) {
+    hold_check_at_ = std::min(hold_check_at_, now + settings_.hold_ms * 1000);
+}
+
+// Scanning every message and queue on every turn showed in the profile of each delivery, so
+// the scan remembers the earliest time anything it saw could be stored (hold_check_at_), and
+// what starts or queues later lowers that time (HoldNoEarlierThan); until then, nothing to do.
 void Dispatcher::StoreHeld(int64_t now) {
+    if (!hold_scan_due_ && now < hold_check_at_)
+        return;
     int64_t hold = settings_.hold_ms * 1000;
+    int64_t next_check = INT64_MAX;
     for (auto &[tag, message] : in_flight_) {
         auto found = queues_.find(message->key.subscription_id);
+        if (!message->stored && now - message->started_at < hold)
+            next_check = std::min(next_check, message->started_at + hold);
         if (message->stored || now - message->started_at < hold || found == queues_.end())
             continue;
         Queue &queue = *found->second;
@@ -393,9 +428,32 @@ void Dispatcher::StoreHeld(int64_t now) {
                      now - queue->waiting.front().queued_at >= hold;
         if (stuck || queue->subscription.state != SubscriptionState::kActive)
             StoreUnits(*queue, now);
-        else
+        else {
             StoreBeyondRate(*queue, now);
+            if (queue->waiting.empty())
+                continue;
+            // stuck at that time at the earliest, or as soon as it is full (now, for a rescan)
+            next_check = std::min(
+                next_check,
+                std::max(now,
+                         std::max(queue->waiting.front().queued_at, queue->last_finished) + hold));
+        }
     }
+    hold_check_at_ = next_check;
+    hold_scan_due_ = false;
+}
+
+// The earliest hold deadline of new messages in flight and of waiting events.
+int64_t Dispatcher::EarliestHold() const {
+    int64_t hold = settings_.hold_ms * 1000;
+    int64_t earliest = INT64_MAX;
+    for (const auto &[tag, message] : in_flight_)
+        if (!message->stored)
+            earliest = std::min(earliest, message->started_at + hold);
+    for (const auto &[id, queue] : queues_)
+        if (!queue->waiting.empty())
+            earliest = std::min(earliest, queue->waiting.front().queued_at + hold);
+    return earliest;
 }
 
 // A rate-limited subscription keeps in memory only the events it may send within the hold
@@ -431,7 +489,8 @@ size_t Dispatcher::StoredQueued() const {
 
 // Requests a subscription may have in flight.
 size_t Dispatcher::Limit(const Subscription &subscription) const {
-    return subscription.ordered ? 1 : settings_.max_requests_per_subscription;
+    return subscription.ordered ? 1
+                                : std::min(settings_.max_requests_per_subscription, fair_share_);
 }
 
 // True when the queue's waiting events do not fill a batch and should wait for more: the
@@ -448,19 +507,20 @@ int64_t Dispatcher::NextDeadline(int64_t now) const {
         int64_t left = std::max<int64_t>(0, deadline - now);
         earliest = earliest < 0 ? left : std::min(earliest, left);
     };
-    int64_t hold = settings_.hold_ms * 1000;
-    for (const auto &[tag, message] : in_flight_)
-        if (!message->stored)
-            consider(message->started_at + hold);
-    for (const auto &[id, queue] : queues_) {
-        if (queue->rate.Limited() && (!queue->waiting.empty() || !queue->stored_waiting.empty()))
-            consider(now + queue->rate.WaitUs(now)); // the next request the limit lets go
-        if (queue->waiting.empty())
-            continue;
-        consider(queue->waiting.front().queued_at + hold);
-        if (Lingers(*queue, now))
+    // Once StoreHeld has scanned, it has nothing to do before hold_check_at_.
+    int64_t hold_deadline = hold_scan_due_ ? EarliestHold() : hold_check_at_;
+    if (hold_deadline != INT64_MAX)
+        consider(hold_deadline);
+    if (rate_limiting_)
+        for (const auto &[id, queue] : queues_)
+            if (queue->rate.Limited() &&
+                (!queue->waiting.empty() || !queue->stored_waiting.empty()))
+                consider(now + queue->rate.WaitUs(now)); // the next request the limit lets go
+    if (!batching_)
+        return earliest;
+    for (const auto &[id, queue] : queues_)
+        if (!queue->waiting.empty() && Lingers(*queue, now))
             consider(queue->waiting.front().queued_at + settings_.batch_linger_ms * 1000);
-    }
     return earliest;
 }
 

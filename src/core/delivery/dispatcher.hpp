@@ -95,7 +95,10 @@ class Dispatcher {
     void SetBlocked(const std::vector<int64_t> &subscription_ids);
 
     // Changes limits and timings.
-    void Configure(DispatchSettings settings) { settings_ = settings; }
+    void Configure(DispatchSettings settings) {
+        settings_ = settings;
+        hold_scan_due_ = true;
+    }
 
     // A committed event from the logical queue, in commit order.
     void AddEvent(FeedEvent event, int64_t now);
@@ -141,6 +144,9 @@ class Dispatcher {
     // Requests in flight.
     size_t InFlight() const { return in_flight_.size(); }
 
+    // Subscriptions loaded (each may want every event).
+    size_t SubscriptionCount() const { return queues_.size(); }
+
     // Stored messages loaded and waiting to be sent.
     size_t StoredQueued() const;
 
@@ -172,6 +178,7 @@ class Dispatcher {
     void Send(Queue &queue, std::unique_ptr<Message> message, int64_t now, int64_t unix_seconds,
               std::vector<HttpRequest> *requests);
     size_t Limit(const Subscription &subscription) const;
+    void ShareRequests();
     bool Lingers(const Queue &queue, int64_t now) const;
     bool Matches(const Subscription &subscription, const FeedEvent &event,
                  std::optional<nlohmann::json> &payload) const;
@@ -180,6 +187,8 @@ class Dispatcher {
     void Fail(Queue &queue, Message &message, const HttpResponse &response, int64_t now);
     void Disable(Queue &queue);
     void StoreBeyondRate(Queue &queue, int64_t now);
+    void HoldNoEarlierThan(int64_t now);
+    int64_t EarliestHold() const;
 
     DispatchSettings settings_;
     std::map<int64_t, std::unique_ptr<Queue>> queues_;
@@ -194,6 +203,11 @@ class Dispatcher {
     uint64_t read_up_to_ = 0;
     size_t backlog_ = 0;
     size_t round_robin_ = 0;
+    int64_t hold_check_at_ = INT64_MAX; // once scanned, StoreHeld has nothing to store before
+    bool hold_scan_due_ = true;         // StoreHeld must scan (settings or subscriptions changed)
+    size_t fair_share_ = SIZE_MAX;      // requests in flight per busy subscription (ShareRequests)
+    bool batching_ = false;             // some subscription sends batches (lingers)
+    bool rate_limiting_ = false;        // some subscription has a rate limit
     std::mt19937_64 random_;
 };
 
