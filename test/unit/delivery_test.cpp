@@ -1063,6 +1063,26 @@ void TestRateLimitedOrdered() {
     CHECK(positions == (std::vector<int64_t>{2, 3, 4, 5, 6}));
 }
 
+// A rate-limited subscription that may not send for another reason (an ordered one with its
+// request in flight) sets no deadline of its own, so that the worker does not spin.
+void TestRateLimitNoSpin() {
+    DispatchSettings settings;
+    Dispatcher dispatcher(settings);
+    Subscription subscription = AnySubscription(4);
+    subscription.ordered = true;
+    subscription.rate_limit = 1000;
+    dispatcher.SetSubscriptions({subscription});
+    const int64_t now = 900000000000000;
+    for (int64_t position = 1; position <= 3; position++)
+        dispatcher.AddEvent(StreamEvent(position), now);
+    dispatcher.EndTransaction(100);
+    CHECK_EQ(dispatcher.TakeRequests(now, 0).size(), size_t{1});
+    const int64_t later = now + 5000; // tokens again, the request still in flight
+    dispatcher.StoreHeld(later);
+    CHECK(dispatcher.TakeRequests(later, 0).empty());
+    CHECK(dispatcher.NextDeadline(later) != 0);
+}
+
 // Rotation: two signatures while the replaced secret is in its overlap, one after it.
 void TestRotationSignatures() {
     const std::string current = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -1282,6 +1302,7 @@ int main() {
     TestRateLimit();
     TestRateLimitedSubscription();
     TestRateLimitedOrdered();
+    TestRateLimitNoSpin();
     TestRotationSignatures();
     TestAddressRangeLists();
     TestTargetRules();

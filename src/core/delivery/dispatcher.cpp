@@ -468,7 +468,9 @@ void Dispatcher::StoreBeyondRate(Queue &queue, int64_t now) {
     if (!queue.rate.Limited() || queue.waiting.size() <= sendable * batch_size)
         return;
     size_t keep = queue.subscription.ordered ? 0 : static_cast<size_t>(sendable) * batch_size;
-    int64_t start = std::max(queue.rate.PaceAt(now, sendable), queue.paced_until);
+    // An ordered line is stored whole: its head is due now, unless earlier stores are paced.
+    int64_t start = keep == 0 ? std::max(now, queue.paced_until)
+                              : std::max(queue.rate.PaceAt(now, sendable), queue.paced_until);
     constexpr int64_t kSecond = 1000000;
     for (size_t i = keep; i < queue.waiting.size(); i++) {
         int64_t due = queue.rate.PaceAt(start, static_cast<double>(i - keep));
@@ -511,11 +513,14 @@ int64_t Dispatcher::NextDeadline(int64_t now) const {
     int64_t hold_deadline = hold_scan_due_ ? EarliestHold() : hold_check_at_;
     if (hold_deadline != INT64_MAX)
         consider(hold_deadline);
+    // The next request a limit lets go. A limit that lets one go now is not a deadline: what
+    // could be sent was sent, and what waits for a request to end or a reload is woken then.
     if (rate_limiting_)
-        for (const auto &[id, queue] : queues_)
-            if (queue->rate.Limited() &&
-                (!queue->waiting.empty() || !queue->stored_waiting.empty()))
-                consider(now + queue->rate.WaitUs(now)); // the next request the limit lets go
+        for (const auto &[id, queue] : queues_) {
+            int64_t wait = queue->rate.Limited() ? queue->rate.WaitUs(now) : 0;
+            if (wait > 0 && (!queue->waiting.empty() || !queue->stored_waiting.empty()))
+                consider(now + wait);
+        }
     if (!batching_)
         return earliest;
     for (const auto &[id, queue] : queues_)
