@@ -386,6 +386,8 @@ BEGIN
     SELECT * INTO current FROM amebo.shard_identity FOR UPDATE;
     IF NOT FOUND THEN
         INSERT INTO amebo.shard_identity (shard, shards) VALUES (shard, shards);
+        -- The worker reloads it (webhook ids and envelopes carry the shard) at commit.
+        PERFORM amebo_internal.note_subscription_change();
     ELSIF (current.shard, current.shards) IS DISTINCT FROM (shard, shards) THEN
         RAISE EXCEPTION 'database "%" is shard % of %, not shard % of %', current_database(),
             current.shard, current.shards, shard, shards
@@ -728,3 +730,33 @@ CREATE TABLE amebo.settled_horizon (
 );
 SELECT pg_catalog.pg_extension_config_dump('amebo.settled_horizon', '');
 GRANT SELECT ON amebo.settled_horizon TO amebo_reader;
+
+-- Replays name the shard in webhook ids, as the worker does on a shard of amebo_router.
+-- Delivers again, one request per event, every matching event after position
+-- after_position; returns how many messages it queued. Webhook ids are the worker's (with
+-- the shard on a shard of amebo_router), so a message it already stored is queued again.
+CREATE OR REPLACE FUNCTION amebo.replay_subscription(application text, subscription text,
+                                          after_position bigint)
+RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s amebo.subscriptions := amebo_internal.lock_subscription(application, subscription);
+    queued bigint;
+BEGIN
+    IF after_position IS NULL THEN
+        RAISE EXCEPTION 'after_position must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    INSERT INTO amebo.deliveries AS d (subscription_id, webhook_id, positions)
+    SELECT s.id, 'msg_' || coalesce((SELECT 's' || i.shard || '_' FROM amebo.shard_identity i), '')
+                 || replace(e.event_id::text, '-', '')
+                 || CASE WHEN s.batch_size > 1 THEN '_1' ELSE '' END, ARRAY[e.position]
+    FROM amebo.events e
+    WHERE e.position > after_position AND amebo.action_matches(s.action, e.action)
+      AND (s.filter IS NULL OR e.payload @> s.filter)
+    ORDER BY e.position
+    ON CONFLICT (subscription_id, webhook_id) DO UPDATE
+    SET state = 'pending', attempts = 0, next_attempt_at = now(), updated_at = now();
+    GET DIAGNOSTICS queued = ROW_COUNT;
+    RETURN queued;
+END
+$$;

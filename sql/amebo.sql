@@ -1340,7 +1340,8 @@ $$;
 GRANT EXECUTE ON FUNCTION amebo.redeliver(text, text) TO amebo_admin;
 
 -- Delivers again, one request per event, every matching event after position
--- after_position; returns how many messages it queued.
+-- after_position; returns how many messages it queued. Webhook ids are the worker's (with
+-- the shard on a shard of amebo_router), so a message it already stored is queued again.
 CREATE FUNCTION amebo.replay_subscription(application text, subscription text,
                                           after_position bigint)
 RETURNS bigint
@@ -1353,7 +1354,8 @@ BEGIN
         RAISE EXCEPTION 'after_position must not be NULL' USING ERRCODE = '22004';
     END IF;
     INSERT INTO amebo.deliveries AS d (subscription_id, webhook_id, positions)
-    SELECT s.id, 'msg_' || replace(e.event_id::text, '-', '')
+    SELECT s.id, 'msg_' || coalesce((SELECT 's' || i.shard || '_' FROM amebo.shard_identity i), '')
+                 || replace(e.event_id::text, '-', '')
                  || CASE WHEN s.batch_size > 1 THEN '_1' ELSE '' END, ARRAY[e.position]
     FROM amebo.events e
     WHERE e.position > after_position AND amebo.action_matches(s.action, e.action)
@@ -2997,6 +2999,8 @@ BEGIN
     SELECT * INTO current FROM amebo.shard_identity FOR UPDATE;
     IF NOT FOUND THEN
         INSERT INTO amebo.shard_identity (shard, shards) VALUES (shard, shards);
+        -- The worker reloads it (webhook ids and envelopes carry the shard) at commit.
+        PERFORM amebo_internal.note_subscription_change();
     ELSIF (current.shard, current.shards) IS DISTINCT FROM (shard, shards) THEN
         RAISE EXCEPTION 'database "%" is shard % of %, not shard % of %', current_database(),
             current.shard, current.shards, shard, shards

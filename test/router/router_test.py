@@ -464,6 +464,31 @@ def section_projections_subscriptions():
                 retries.add(s.execute("SELECT max_retries FROM amebo.subscriptions"
                                       " WHERE name = 'all'").fetchone()[0])
         checks.eq(retries, {7}, "update_subscription reaches every shard")
+        r.execute("SELECT amebo.update_subscription('hooks', 'all', rate_limit => 5)")
+        secret = r.execute("SELECT amebo.rotate_application_secret('hooks')").fetchone()[0]
+        r.execute("SELECT amebo.rotate_application_secret('hooks', %s)", (secret,))
+        limits, rotated, replayed = set(), set(), set()
+        for number in range(SHARDS):
+            with shard(number, user="postgres") as s:
+                limits.add(s.execute("SELECT rate_limit FROM amebo.subscriptions"
+                                     " WHERE name = 'all'").fetchone()[0])
+                rotated.add(s.execute(
+                    "SELECT secret = %s AND previous_secret IS NOT NULL"
+                    " AND previous_secret <> secret FROM amebo.applications"
+                    " WHERE name = 'hooks'", (secret,)).fetchone()[0])
+                s.execute("SELECT amebo.pause_subscription('hooks', 'all')")
+                s.execute("SELECT amebo.replay_subscription('hooks', 'all', 0)")
+                replayed |= {row[0] for row in s.execute(
+                    "SELECT d.webhook_id FROM amebo.deliveries d"
+                    " JOIN amebo.subscriptions x ON x.id = d.subscription_id"
+                    " WHERE x.name = 'all'")}
+                s.execute("SELECT amebo.resume_subscription('hooks', 'all')")
+        checks.eq(limits, {5.0}, "a rate limit set through the router reaches every shard")
+        checks.eq(rotated, {True}, "a rotation re-run with its secret keeps the overlap on "
+                  "every shard")
+        prefixes = {webhook_id.split("_")[1] for webhook_id in replayed}
+        checks.eq(prefixes, {f"s{number}" for number in range(SHARDS)},
+                  "replayed messages' webhook ids name their shard (msg_s<i>_...)")
         error = diagnostics(error_of(r, "SELECT amebo.create_subscription('hooks', 'all',"
                                         " 'seen.*', 'https://hooks.example.invalid/other')"))
         checks.eq(error and error[0], "42710", "a subscription of another handler is refused")
