@@ -57,6 +57,9 @@ import psycopg
 
 from report import write_section
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "test", "lib"))
+from slow_nginx import SlowNginx, child_pid, post_reply  # noqa: E402
+
 PG_BIN = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True,
                         check=True).stdout.strip()
 NGINX = os.environ.get("BENCH_NGINX", "/usr/sbin/nginx")
@@ -198,28 +201,12 @@ class Nginx:
 
     # True when a POST to / gets 200 "ok".
     def _answers(self):
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                s.sendall(b"POST /probe HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
-                          b"Connection: close\r\n\r\n{}")
-                reply = b""
-                while chunk := s.recv(4096):
-                    reply += chunk
-            return reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"ok")
-        except OSError:
-            return False
+        reply = post_reply("127.0.0.1", self.port, timeout=1)
+        return reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"ok")
 
     # The nginx worker process (the master's child).
     def worker_pid(self):
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open(f"/proc/{entry}/stat") as f:
-                        if int(f.read().rsplit(")", 1)[1].split()[1]) == self.proc.pid:
-                            return int(entry)
-                except (OSError, ValueError, IndexError):
-                    continue
-        return None
+        return child_pid(self.proc.pid)
 
     # Stops nginx (fast shutdown) if it runs.
     def stop(self):
@@ -832,9 +819,6 @@ def worker_memory(pid):
 # SLOW_EVENTS events delivered to each: deliveries/s, worker CPU and memory, and when the fast
 # handlers were done.
 def run_slow_endpoints(bench):
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
-                                    "test", "lib"))
-    from slow_nginx import SlowNginx
     bench.fresh(f"part 5, {SLOW_ENDPOINTS} slow endpoints")
     slow = SlowNginx(bench.workdir, SLOW_ENDPOINTS, 0.05).start()
     try:

@@ -43,17 +43,15 @@ void AttachShared(void *memory, bool created) {
 
 const pg::SharedSegment kSegment = {"amebo worker", SharedSize, AttachShared};
 
-// Sets the worker's latch if it runs and, unless always, if it has async projections.
-void SetWorkerLatch(bool always) {
+// Counts a wake request and sets the worker's latch if it runs.
+void SetWorkerLatch() {
     if (g_shared == nullptr)
         return;
     SpinLockAcquire(&g_shared->mutex);
     int pgprocno = g_shared->pgprocno;
-    bool wanted = always || g_shared->has_async_projections || g_shared->delivering;
-    if (wanted)
-        g_shared->wake_requests++;
+    g_shared->wake_requests++;
     SpinLockRelease(&g_shared->mutex);
-    if (pgprocno >= 0 && wanted)
+    if (pgprocno >= 0)
         SetLatch(&ProcGlobal->allProcs[pgprocno].procLatch);
 }
 
@@ -65,7 +63,7 @@ void WakeAtCommit(XactEvent event, void *) {
         if (g_subscriptions_changed)
             g_shared->changes++;
         SpinLockRelease(&g_shared->mutex);
-        SetWorkerLatch(true);
+        SetWorkerLatch();
     }
     if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT) {
         g_wake_at_commit = false;
@@ -142,15 +140,18 @@ void RecordRun(bool has_async_projections) {
 void WakeForCommittedEvents() {
     if (g_shared == nullptr)
         return;
+    // One spinlock round per committing append: this runs on every append's commit.
     SpinLockAcquire(&g_shared->mutex);
     g_shared->append_ends++;
-    bool asked = g_shared->wake_on_append_end;
+    bool asked = g_shared->wake_on_append_end; // the horizon pass waits for this end
     g_shared->wake_on_append_end = false;
+    bool wanted = g_shared->has_async_projections || g_shared->delivering;
+    if (wanted)
+        g_shared->wake_requests++;
     int pgprocno = g_shared->pgprocno;
     SpinLockRelease(&g_shared->mutex);
-    if (asked && pgprocno >= 0)
+    if ((asked || wanted) && pgprocno >= 0)
         SetLatch(&ProcGlobal->allProcs[pgprocno].procLatch);
-    SetWorkerLatch(false);
 }
 
 uint64 AppendEnds() {
@@ -169,7 +170,7 @@ bool WakeAtNextAppendEnd(uint64 seen) {
 }
 
 void Wake() {
-    SetWorkerLatch(true);
+    SetWorkerLatch();
     g_wake_at_commit = true;
 }
 

@@ -10,7 +10,8 @@ namespace amebo::worker {
 // Registers the worker and its shared state (only when preloaded).
 void Init();
 
-// Wakes the worker after a commit that appended, if it has async projections to feed.
+// Wakes the worker after a commit that appended, if it has async projections to feed,
+// deliveries to make or a settled position to publish.
 void WakeForCommittedEvents();
 
 // Wakes the worker now and again when the calling transaction commits.

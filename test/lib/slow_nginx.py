@@ -15,6 +15,33 @@ NGINX = os.environ.get("AMEBO_NGINX", "/usr/sbin/nginx")
 ECHO_MODULE = os.environ.get("AMEBO_NGINX_ECHO_MODULE",
                              "/usr/lib/nginx/modules/ngx_http_echo_module.so")
 
+
+# The whole reply of address:port to a small POST, or b"" when it cannot be reached.
+def post_reply(address, port, timeout=2):
+    try:
+        with socket.create_connection((address, port), timeout=timeout) as s:
+            s.sendall(b"POST /probe HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                      b"Connection: close\r\n\r\n{}")
+            reply = b""
+            while chunk := s.recv(4096):
+                reply += chunk
+        return reply
+    except OSError:
+        return b""
+
+
+# The pid of a child process of parent (nginx's worker under its master), or None.
+def child_pid(parent):
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == parent:
+                        return int(entry)
+            except (OSError, ValueError, IndexError):
+                continue
+    return None
+
 CONF = """load_module {module};
 worker_processes 1;
 worker_rlimit_nofile {files};
@@ -97,16 +124,7 @@ class SlowNginx:
     # True when address:port answers a POST with 200.
     @staticmethod
     def _answers(address, port):
-        try:
-            with socket.create_connection((address, port), timeout=2) as s:
-                s.sendall(b"POST /probe HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
-                          b"Connection: close\r\n\r\n{}")
-                reply = b""
-                while chunk := s.recv(4096):
-                    reply += chunk
-            return reply.startswith(b"HTTP/1.1 200")
-        except OSError:
-            return False
+        return post_reply(address, port).startswith(b"HTTP/1.1 200")
 
     # The URL of the i-th slow handler, with its own path.
     def slow_url(self, i):
@@ -118,15 +136,7 @@ class SlowNginx:
 
     # The nginx worker process (the master's child), or None.
     def worker_pid(self):
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open(f"/proc/{entry}/stat") as f:
-                        if int(f.read().rsplit(")", 1)[1].split()[1]) == self.proc.pid:
-                            return int(entry)
-                except (OSError, ValueError, IndexError):
-                    continue
-        return None
+        return child_pid(self.proc.pid)
 
     # Requests answered so far, as (path, webhook_id, unix time answered); flushes the log
     # first (nginx reopens its logs on SIGUSR1, writing out the buffer).

@@ -14,17 +14,7 @@ trap 'rm -rf "$TMPDIR"' EXIT
 output=$TMPDIR/demo.out
 failures=0
 
-# Records a failure unless exactly N lines of the walk's output match the extended regex.
-expect_lines() {
-    local what=$1 pattern=$2 wanted=$3 found
-    found=$(grep -c -E -- "$pattern" "$output" || true)
-    if [ "$found" -eq "$wanted" ]; then
-        echo "ok: $what"
-    else
-        echo "FAILED: $what: $found lines match /$pattern/, wanted $wanted"
-        failures=$((failures + 1))
-    fi
-}
+source "$top/test/lib/expect_lines.sh"
 
 status=0
 timeout --kill-after=10 120 bash "$top/examples/router_demo.sh" --walk >"$output" 2>&1 ||
